@@ -1,0 +1,3 @@
+"""Spatial discretisations: structured-grid finite differences and P1 finite elements."""
+
+from ._space import Space as Space

@@ -1,0 +1,1 @@
+"""pdeinv.inverse (see docs/interfaces.md)."""

@@ -1,0 +1,1 @@
+"""pdeinv.krylov (see docs/interfaces.md)."""

@@ -1,0 +1,80 @@
+"""The model contract: a semi-discrete linear PDE u' = A(params) u (+ b(params))."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax.numpy as jnp
+
+from ..discretize._space import Space
+
+PyTree = Any
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Model:
+    """A semi-discrete linear PDE ``u'(t) = A(params) u(t) + b(params)``.
+
+    Parameters
+    ----------
+    name
+        Short name (``"heat"``, ``"wave"``, ``"advection_diffusion"``).
+    space
+        Grid or mesh the physical fields live on.
+    matvec
+        ``matvec(state, params) -> A(params) @ state``, JAX-traceable and linear in ``state``.
+    params
+        Parameter pytree the model was built with (e.g. ``{"log_kappa": (num_nodes,)}``).
+    u0
+        Initial state, shape ``(n_state,)``.
+    symmetric
+        Whether ``A(params)`` is symmetric in the Euclidean inner product (then
+        Lanczos applies).
+    source
+        ``source(params) -> b(params)`` for affine systems, or ``None``.
+    norm_bound
+        ``norm_bound(params) -> upper bound of ||A(params)||_2`` (Gershgorin is fine).
+    observe_fn, state_from_field_fn
+        Maps between the state vector and the physical nodal field (identity
+        when ``None``).  For the first-order wave system the field is the
+        displacement; for a mass-lumped P1 model it undoes the ``M^{1/2}`` scaling.
+    """
+
+    name: str
+    space: Space
+    matvec: Callable[[Any, PyTree], Any]
+    params: PyTree
+    u0: Any
+    symmetric: bool
+    source: Callable[[PyTree], Any] | None = None
+    norm_bound: Callable[[PyTree], Any] | None = None
+    observe_fn: Callable[[Any], Any] | None = None
+    state_from_field_fn: Callable[[Any], Any] | None = None
+
+    @property
+    def num_states(self) -> int:
+        return int(self.u0.shape[0])
+
+    def norm_estimate(self, params: PyTree) -> Any:
+        """Upper bound of ``||A(params)||_2`` (used for step-size and stability limits)."""
+        if self.norm_bound is None:
+            raise NotImplementedError(f"model {self.name!r} has no norm bound")
+        return self.norm_bound(params)
+
+    def rhs(self, t, y, params: PyTree):
+        """Vector field ``A(params) y + b(params)`` in diffrax's ``(t, y, args)`` form."""
+        dy = self.matvec(y, params)
+        if self.source is not None:
+            dy = dy + self.source(params)
+        return dy
+
+    def observe(self, states):
+        """Physical nodal field(s) of state(s) with shape ``(..., n_state)``."""
+        return states if self.observe_fn is None else self.observe_fn(states)
+
+    def state_from_field(self, field):
+        """State vector whose physical field is ``field`` (inverse of :meth:`observe`)."""
+        field = jnp.asarray(field)
+        return field if self.state_from_field_fn is None else self.state_from_field_fn(field)

@@ -1,0 +1,1 @@
+"""pdeinv.reference (see docs/interfaces.md)."""

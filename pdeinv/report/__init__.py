@@ -1,0 +1,1 @@
+"""pdeinv.report (see docs/interfaces.md)."""

@@ -1,0 +1,452 @@
+"""Piecewise-linear (P1) finite elements on triangle and tetrahedron meshes.
+
+Assembly is vectorised over elements (scikit-fem style): element geometry is
+computed once with NumPy, and the stiffness operator is applied matrix-free in
+JAX by a gather of nodal values to cells, a batched small matrix product, and a
+scatter-add back to nodes.  No Python loop over cells, no dense matrices.
+
+Conventions
+-----------
+- ``K(kappa)`` is the stiffness matrix of ``-div(kappa grad u)``:
+  ``K_ij = sum_T kappa_T int_T grad(phi_i) . grad(phi_j) dx`` (symmetric positive
+  semi-definite; ``K 1 = 0`` without Dirichlet nodes).
+- ``kappa`` is constant on each cell.  It may be given per node, shape
+  ``(num_nodes,)`` (the cell value is the mean of its nodal values), per cell,
+  shape ``(num_cells,)``, or as a scalar.
+- Dirichlet nodes (``dirichlet=``) are removed: operators then act on vectors
+  over :func:`free_nodes` only (the rows and columns of the free nodes).
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.sparse as sp
+from jaxtyping import Array, Float
+
+from ._mesh import _check_cell_type
+from ._space import Space
+
+KappaLocation = Literal["auto", "node", "cell"]
+Dirichlet = str | Sequence[str] | Sequence[int] | np.ndarray | None
+
+
+class ElementGeometry(NamedTuple):
+    """Per-cell geometry of a P1 mesh (float64 NumPy arrays).
+
+    Attributes
+    ----------
+    grads
+        ``(num_cells, dim + 1, dim)`` gradients of the barycentric basis functions.
+    volumes
+        ``(num_cells,)`` cell areas (2-D) or volumes (3-D), positive.
+    """
+
+    grads: np.ndarray
+    volumes: np.ndarray
+
+
+_GEOMETRY_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _check_space(space: Space, name: str) -> None:
+    if not isinstance(space, Space):
+        raise TypeError(f"{name}: space must be a pdeinv Space, got {type(space).__name__}")
+    _check_cell_type(space.cell_type)
+    if space.dim != space.cells.shape[1] - 1:
+        raise ValueError(
+            f"{name}: {space.cell_type} cells need {space.cells.shape[1] - 1}-D points, "
+            f"got dim={space.dim}"
+        )
+
+
+def element_geometry(space: Space) -> ElementGeometry:
+    """Gradients of the P1 basis functions and cell volumes (computed once per space).
+
+    Parameters
+    ----------
+    space
+        Triangle mesh with 2-D points or tetra mesh with 3-D points.
+
+    Returns
+    -------
+    ElementGeometry
+
+    Raises
+    ------
+    ValueError
+        If a cell is degenerate (zero volume).
+    """
+    cached = _GEOMETRY_CACHE.get(space)
+    if cached is not None:
+        return cached
+    _check_space(space, "element_geometry")
+    dim = space.dim
+    x = space.points[space.cells]  # (c, d+1, d)
+    jac = np.swapaxes(x[:, 1:, :] - x[:, :1, :], 1, 2)  # columns x_k - x_0: (c, d, d)
+    det = np.linalg.det(jac)
+    volumes = np.abs(det) / math.factorial(dim)
+    scale = np.max(np.abs(x), initial=1.0)
+    bad = np.flatnonzero(volumes <= 1e-14 * scale**dim)
+    if bad.size:
+        raise ValueError(
+            f"element_geometry: {bad.size} degenerate {space.cell_type} cell(s) with zero "
+            f"volume, first indices {bad[:5].tolist()}"
+        )
+    ref_grads = np.vstack([-np.ones((1, dim)), np.eye(dim)])  # (d+1, d)
+    # grad_x phi = J^{-T} grad_ref phi, i.e. row vectors grad_ref^T J^{-1}.
+    grads = np.einsum("md,cde->cme", ref_grads, np.linalg.inv(jac))
+    geometry = ElementGeometry(grads=grads, volumes=volumes)
+    _GEOMETRY_CACHE[space] = geometry
+    return geometry
+
+
+def _local_stiffness(space: Space) -> np.ndarray:
+    """``(num_cells, d+1, d+1)`` element matrices ``|T| G G^T`` for kappa = 1."""
+    geometry = element_geometry(space)
+    return geometry.volumes[:, None, None] * np.einsum(
+        "cid,cjd->cij", geometry.grads, geometry.grads
+    )
+
+
+# ---------------------------------------------------------------------------
+# Boundary conditions
+# ---------------------------------------------------------------------------
+
+
+def dirichlet_nodes(space: Space, dirichlet: Dirichlet) -> np.ndarray:
+    """Sorted unique node indices of a Dirichlet specification.
+
+    Parameters
+    ----------
+    space
+        Mesh whose ``boundary`` dict holds the named node sets.
+    dirichlet
+        ``None`` (no Dirichlet nodes), a name or sequence of names of
+        ``space.boundary`` (e.g. ``"boundary"`` for the whole boundary, or
+        physical-group names such as ``("left", "outer")``), or an integer
+        array of node indices.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``int64`` node indices.
+    """
+    if dirichlet is None:
+        return np.zeros(0, dtype=np.int64)
+    names = [dirichlet] if isinstance(dirichlet, str) else list(dirichlet)
+    if names and all(isinstance(n, str) for n in names):
+        unknown = [n for n in names if n not in space.boundary]
+        if unknown:
+            raise ValueError(
+                f"dirichlet: unknown boundary name(s) {unknown}; this space has "
+                f"{sorted(space.boundary)}"
+            )
+        return np.unique(np.concatenate([np.asarray(space.boundary[n]) for n in names]))
+    idx = np.asarray(names)
+    if idx.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if not np.issubdtype(idx.dtype, np.integer) or idx.ndim != 1:
+        raise ValueError(
+            "dirichlet must be None, a boundary name, a sequence of boundary names, or a "
+            f"1-D integer array of node indices; got {dirichlet!r:.80}"
+        )
+    if idx.min() < 0 or idx.max() >= space.num_nodes:
+        raise ValueError(
+            f"dirichlet: node indices must lie in [0, {space.num_nodes}), got range "
+            f"[{idx.min()}, {idx.max()}]"
+        )
+    return np.unique(idx.astype(np.int64))
+
+
+def free_nodes(space: Space, dirichlet: Dirichlet) -> np.ndarray:
+    """Sorted node indices not in :func:`dirichlet_nodes` (the unknowns of a solve).
+
+    ``u_full[free_nodes(space, d)]`` restricts a nodal vector; operators built with
+    the same ``dirichlet=`` act on such restricted vectors.
+    """
+    mask = np.ones(space.num_nodes, dtype=bool)
+    mask[dirichlet_nodes(space, dirichlet)] = False
+    return np.flatnonzero(mask)
+
+
+# ---------------------------------------------------------------------------
+# Operators
+# ---------------------------------------------------------------------------
+
+
+def _kappa_location(space: Space, kappa_location: str, name: str) -> str:
+    if kappa_location not in ("auto", "node", "cell"):
+        raise ValueError(
+            f"{name}: kappa_location must be 'auto', 'node' or 'cell', got {kappa_location!r}"
+        )
+    if kappa_location == "auto" and space.num_nodes == space.cells.shape[0]:
+        raise ValueError(
+            f"{name}: this mesh has as many nodes as cells ({space.num_nodes}), so the "
+            "shape of kappa is ambiguous; pass kappa_location='node' or 'cell'"
+        )
+    return kappa_location
+
+
+def _cell_kappa(kappa, cells, num_nodes: int, location: str, dtype, name: str):
+    """Per-cell coefficient from nodal, per-cell or scalar kappa (traceable)."""
+    kappa = jnp.asarray(kappa)
+    num_cells = cells.shape[0]
+    if kappa.ndim == 0:
+        return kappa.astype(dtype)
+    if kappa.ndim == 1:
+        if kappa.shape[0] == num_nodes and location in ("auto", "node"):
+            return jnp.mean(kappa.astype(dtype)[cells], axis=1)
+        if kappa.shape[0] == num_cells and location in ("auto", "cell"):
+            return kappa.astype(dtype)
+    allowed = {
+        "auto": f"(num_nodes,)=({num_nodes},), (num_cells,)=({num_cells},) or ()",
+        "node": f"(num_nodes,)=({num_nodes},) or ()",
+        "cell": f"(num_cells,)=({num_cells},) or ()",
+    }[location]
+    raise ValueError(f"{name}: kappa must have shape {allowed}, got {tuple(kappa.shape)}")
+
+
+def _free_numbering(space: Space, dirichlet: Dirichlet) -> tuple[np.ndarray, int]:
+    """Map node -> free index, with every Dirichlet node sent to one dummy slot n_free."""
+    free = free_nodes(space, dirichlet)
+    new_index = np.full(space.num_nodes, free.size, dtype=np.int64)
+    new_index[free] = np.arange(free.size)
+    return new_index, int(free.size)
+
+
+def p1_stiffness_matvec(
+    space: Space,
+    *,
+    kappa_location: KappaLocation = "auto",
+    dirichlet: Dirichlet = None,
+) -> Callable[[Float[Array, " n"], Float[Array, " m"]], Float[Array, " n"]]:
+    """Matrix-free P1 stiffness operator ``(u, kappa) -> K(kappa) u``.
+
+    Element matrices ``|T| G_T G_T^T`` are precomputed once; each application
+    gathers ``u`` to cells, multiplies by ``kappa_T`` times the element matrix,
+    and scatter-adds to nodes (``jax.ops.segment_sum``).  The returned function
+    is JAX-traceable, linear in ``u`` (``jax.linear_transpose`` works; the
+    operator is symmetric) and differentiable in ``kappa``.
+
+    Parameters
+    ----------
+    space
+        Triangle or tetra mesh (:func:`read_mesh`, :func:`structured_triangle_mesh`, ...).
+    kappa_location
+        How ``kappa`` is read: ``"node"`` (shape ``(num_nodes,)``; the cell value
+        is the mean of the cell's nodal values), ``"cell"`` (shape
+        ``(num_cells,)``), or ``"auto"`` (decided by the shape; refused when the
+        mesh has as many nodes as cells).  A scalar is accepted in every case.
+    dirichlet
+        Dirichlet nodes to eliminate (see :func:`dirichlet_nodes`).  Then ``u`` and
+        the result are vectors over ``free_nodes(space, dirichlet)`` and the
+        operator is the free-free block ``K_ff`` (homogeneous Dirichlet data; for
+        nonzero data apply the full operator to the lifted data).
+
+    Returns
+    -------
+    callable
+        ``matvec(u, kappa)`` with ``u`` of shape ``(n,)``, ``n = num_nodes`` or
+        number of free nodes; result of shape ``(n,)`` and the dtype of ``u``
+        (float32 and float64 both work; element data is cast once per dtype).
+    """
+    _check_space(space, "p1_stiffness_matvec")
+    location = _kappa_location(space, kappa_location, "p1_stiffness_matvec")
+    local = _local_stiffness(space)
+    num_nodes = space.num_nodes
+    cells_np = space.cells
+    index_dtype = np.int32 if num_nodes < 2**31 - 1 else np.int64
+    new_index, n = _free_numbering(space, dirichlet)
+    reduced = n < num_nodes
+    # With Dirichlet nodes, they all map to one extra zero slot (index n).
+    gather_index = jnp.asarray(new_index[cells_np] if reduced else cells_np, dtype=index_dtype)
+    kappa_cells = jnp.asarray(cells_np, dtype=index_dtype)
+    scatter_index = gather_index.reshape(-1)
+    num_segments = n + 1 if reduced else n
+    local_by_dtype: dict = {}
+
+    def local_matrices(dtype):
+        # Cast once per dtype at trace time rather than on every call.
+        key = jnp.dtype(dtype)
+        if key not in local_by_dtype:
+            local_by_dtype[key] = jnp.asarray(local, dtype=key)
+        return local_by_dtype[key]
+
+    def matvec(u, kappa):
+        u = jnp.asarray(u)
+        if u.shape != (n,):
+            raise ValueError(
+                f"p1_stiffness_matvec: u must have shape ({n},) "
+                f"({'free nodes' if reduced else 'num_nodes'}), got {tuple(u.shape)}"
+            )
+        if not jnp.issubdtype(u.dtype, jnp.floating):
+            u = u.astype(jnp.result_type(float))
+        k_cell = _cell_kappa(kappa, kappa_cells, num_nodes, location, u.dtype, "matvec")
+        if reduced:
+            u = jnp.concatenate([u, jnp.zeros((1,), u.dtype)])
+        u_cell = u[gather_index]  # (c, d+1)
+        y_cell = jnp.einsum("cij,cj->ci", local_matrices(u.dtype), u_cell) * k_cell[..., None]
+        y = jax.ops.segment_sum(y_cell.reshape(-1), scatter_index, num_segments=num_segments)
+        return y[:n] if reduced else y
+
+    return matvec
+
+
+def p1_stiffness_matrix(
+    space: Space,
+    kappa=1.0,
+    *,
+    kappa_location: KappaLocation = "auto",
+    dirichlet: Dirichlet = None,
+) -> sp.csr_matrix:
+    """Assembled P1 stiffness matrix ``K(kappa)`` as ``scipy.sparse.csr_matrix`` (float64).
+
+    The same operator as :func:`p1_stiffness_matvec` (same ``kappa`` and
+    ``dirichlet`` conventions), for users, direct solvers and tests.
+    """
+    _check_space(space, "p1_stiffness_matrix")
+    location = _kappa_location(space, kappa_location, "p1_stiffness_matrix")
+    k_cell = np.asarray(
+        _cell_kappa(kappa, space.cells, space.num_nodes, location, jnp.float64, "kappa"),
+        dtype=float,
+    )
+    local = _local_stiffness(space) * np.broadcast_to(k_cell, space.cells.shape[:1])[:, None, None]
+    return _assemble(space, local, dirichlet)
+
+
+def _assemble(space: Space, local: np.ndarray, dirichlet: Dirichlet) -> sp.csr_matrix:
+    cells = space.cells
+    m = cells.shape[1]
+    rows = np.repeat(cells, m, axis=1).ravel()
+    cols = np.tile(cells, (1, m)).ravel()
+    n = space.num_nodes
+    matrix = sp.coo_matrix((local.ravel(), (rows, cols)), shape=(n, n)).tocsr()
+    matrix.sum_duplicates()
+    if dirichlet is not None:
+        free = free_nodes(space, dirichlet)
+        matrix = matrix[free][:, free].tocsr()
+    return matrix
+
+
+def p1_mass_matrix(space: Space, *, dirichlet: Dirichlet = None) -> sp.csr_matrix:
+    """Consistent P1 mass matrix ``M_ij = int phi_i phi_j dx`` (``scipy.sparse`` CSR).
+
+    Element matrix ``|T| (1 + delta_ij) / ((d + 1)(d + 2))``.  Use it for L2 norms:
+    ``||e||_{L2} = sqrt(e @ M @ e)`` for a P1 function with nodal values ``e``.
+    """
+    _check_space(space, "p1_mass_matrix")
+    geometry = element_geometry(space)
+    m = space.cells.shape[1]
+    pattern = (np.ones((m, m)) + np.eye(m)) / (m * (m + 1))
+    return _assemble(space, geometry.volumes[:, None, None] * pattern, dirichlet)
+
+
+def p1_lumped_mass(space: Space) -> np.ndarray:
+    """Row-sum lumped P1 mass ``m_i = sum_{T containing i} |T| / (d + 1)``, shape ``(num_nodes,)``.
+
+    Positive for every node of a mesh (orphan nodes are dropped by :func:`read_mesh`).
+    Restrict with ``m[free_nodes(space, dirichlet)]``.  With it the heat equation
+    ``M_L u' = -K u`` becomes symmetric for ``w = M_L^{1/2} u``:
+    ``w' = -M_L^{-1/2} K M_L^{-1/2} w``.
+    """
+    _check_space(space, "p1_lumped_mass")
+    geometry = element_geometry(space)
+    m = space.cells.shape[1]
+    contributions = np.repeat(geometry.volumes[:, None] / m, m, axis=1)
+    return np.bincount(space.cells.ravel(), contributions.ravel(), minlength=space.num_nodes)
+
+
+def p1_load_vector(space: Space, f) -> Float[Array, " num_nodes"]:
+    """Load vector ``b_i = int f phi_i dx`` with ``f`` replaced by its P1 interpolant.
+
+    Computed as ``M f_h`` (consistent mass times nodal values), which keeps the
+    P1 solution second-order accurate in L2.  Traceable and differentiable when
+    ``f`` is an array.
+
+    Parameters
+    ----------
+    space
+        Triangle or tetra mesh.
+    f
+        Nodal values, shape ``(num_nodes,)``, or a callable mapping the
+        ``(num_nodes, dim)`` coordinates to ``(num_nodes,)`` values.
+
+    Returns
+    -------
+    jax.Array
+        Shape ``(num_nodes,)``; restrict with ``b[free_nodes(space, dirichlet)]``.
+    """
+    _check_space(space, "p1_load_vector")
+    if callable(f):
+        f = f(space.points)
+    f = jnp.asarray(f)
+    if f.shape != (space.num_nodes,):
+        raise ValueError(
+            f"p1_load_vector: f must have shape (num_nodes,)=({space.num_nodes},) or be a "
+            f"callable of the points, got shape {tuple(f.shape)}"
+        )
+    if not jnp.issubdtype(f.dtype, jnp.floating):
+        f = f.astype(jnp.result_type(float))
+    geometry = element_geometry(space)
+    m = space.cells.shape[1]
+    cells = jnp.asarray(space.cells)
+    f_cell = f[cells]
+    # Element mass |T| (1 + delta_ij) / (m (m + 1)) applied to f_cell.
+    weight = jnp.asarray(geometry.volumes / (m * (m + 1)), dtype=f.dtype)[:, None]
+    b_cell = weight * (f_cell + jnp.sum(f_cell, axis=1, keepdims=True))
+    return jax.ops.segment_sum(b_cell.reshape(-1), cells.reshape(-1), space.num_nodes)
+
+
+def p1_stiffness_norm_bound(
+    space: Space,
+    kappa,
+    mass=None,
+    *,
+    kappa_location: KappaLocation = "auto",
+) -> Float[Array, ""]:
+    """Upper bound of ``||M^{-1/2} K(kappa) M^{-1/2}||_2`` (Gershgorin, element-wise).
+
+    Parameters
+    ----------
+    space
+        Triangle or tetra mesh.
+    kappa
+        Coefficient, same conventions as :func:`p1_stiffness_matvec`; must be
+        nonnegative.  Traceable.
+    mass
+        Positive diagonal weights, shape ``(num_nodes,)`` (e.g. :func:`p1_lumped_mass`),
+        or ``None`` for a bound of ``||K||_2``.
+
+    Returns
+    -------
+    jax.Array
+        Scalar bound.  It also bounds the operator restricted to free nodes.
+    """
+    _check_space(space, "p1_stiffness_norm_bound")
+    location = _kappa_location(space, kappa_location, "p1_stiffness_norm_bound")
+    cells = jnp.asarray(space.cells)
+    kappa = jnp.asarray(kappa)
+    dtype = kappa.dtype if jnp.issubdtype(kappa.dtype, jnp.floating) else jnp.result_type(float)
+    k_cell = _cell_kappa(kappa, cells, space.num_nodes, location, dtype, "kappa")
+    abs_local = jnp.asarray(np.abs(_local_stiffness(space)), dtype=dtype)
+    if mass is None:
+        inv_sqrt = jnp.ones(space.num_nodes, dtype)
+    else:
+        mass = jnp.asarray(mass, dtype=dtype)
+        if mass.shape != (space.num_nodes,):
+            raise ValueError(
+                f"p1_stiffness_norm_bound: mass must have shape ({space.num_nodes},), "
+                f"got {tuple(mass.shape)}"
+            )
+        inv_sqrt = 1.0 / jnp.sqrt(mass)
+    # Row i of |D^{-1/2} K D^{-1/2}| summed: d_i^{-1/2} sum_T kappa_T sum_j |S_T,ij| d_j^{-1/2}.
+    row_cell = jnp.einsum("cij,cj->ci", abs_local, inv_sqrt[cells]) * jnp.abs(k_cell)[..., None]
+    rows = jax.ops.segment_sum(row_cell.reshape(-1), cells.reshape(-1), space.num_nodes)
+    return jnp.max(rows * inv_sqrt)

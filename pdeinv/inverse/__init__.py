@@ -1,1 +1,32 @@
-"""pdeinv.inverse (see docs/interfaces.md)."""
+"""Inverse problems: parameterisations, observations, regularisers, objective, optimisers."""
+
+from ._fields import BUILTIN_FIELDS as BUILTIN_FIELDS
+from ._fields import FieldSpec as FieldSpec
+from ._fields import evaluate_expression as evaluate_expression
+from ._fields import make_field as make_field
+from ._geometry import grid_space as grid_space
+from ._geometry import interpolation_weights as interpolation_weights
+from ._geometry import simplex_geometry as simplex_geometry
+from ._observations import FullField as FullField
+from ._observations import PointSensors as PointSensors
+from ._observations import add_noise as add_noise
+from ._observations import sensor_layout as sensor_layout
+from ._optimize import LBFGSB as LBFGSB
+from ._optimize import Adam as Adam
+from ._optimize import IterationInfo as IterationInfo
+from ._optimize import OptimizeResult as OptimizeResult
+from ._optimize import minimize as minimize
+from ._parameterization import CoarseGrid as CoarseGrid
+from ._parameterization import NodalField as NodalField
+from ._parameterization import ParameterMap as ParameterMap
+from ._parameterization import PiecewiseConstant as PiecewiseConstant
+from ._problem import InverseProblem as InverseProblem
+from ._problem import MorozovResult as MorozovResult
+from ._problem import diffrax_check as diffrax_check
+from ._problem import fit as fit
+from ._problem import fit_morozov as fit_morozov
+from ._problem import relative_error as relative_error
+from ._regularization import H1Seminorm as H1Seminorm
+from ._regularization import Tikhonov as Tikhonov
+from ._regularization import TotalVariation as TotalVariation
+from ._regularization import make_regularizer as make_regularizer

@@ -6,6 +6,8 @@ replaced in one place.  Everything else works with :class:`~pdeinv.discretize.Sp
 
 from __future__ import annotations
 
+import contextlib
+import io
 import itertools
 import os
 from collections.abc import Mapping, Sequence
@@ -93,13 +95,43 @@ def read_mesh(path: str | os.PathLike) -> Space:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"read_mesh: mesh file {path!r} does not exist")
+    return _space_from_meshio(_meshio_read(path), source=path)
+
+
+def _meshio_read(path: str):
+    """``meshio.read`` without its side effects.
+
+    For an ambiguous suffix meshio tries each format, prints every failure to
+    stdout and calls ``sys.exit`` when none works; a library must do neither.
+    So try the candidate formats here (gmsh first for ``.msh``), silenced.
+    """
     import meshio
 
-    try:
-        mesh = meshio.read(path)
-    except meshio.ReadError as err:
-        raise ValueError(f"read_mesh: meshio cannot read {path!r}: {err}") from err
-    return _space_from_meshio(mesh, source=path)
+    name = os.path.basename(path).lower()
+    candidates = []
+    for ext in sorted(meshio.extension_to_filetypes, key=len, reverse=True):
+        if name.endswith(ext):
+            candidates.extend(f for f in meshio.extension_to_filetypes[ext] if f not in candidates)
+    if name.endswith(".msh") and "gmsh" in candidates:
+        candidates.remove("gmsh")
+        candidates.insert(0, "gmsh")
+    if not candidates:
+        known = sorted(meshio.extension_to_filetypes)
+        raise ValueError(
+            f"read_mesh: cannot tell the mesh format of {path!r} from its suffix; "
+            f"meshio reads {known}"
+        )
+    failures = []
+    for file_format in candidates:
+        sink = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+                return meshio.read(path, file_format=file_format)
+        except (Exception, SystemExit) as err:  # meshio raises assorted errors, or exits
+            printed = " ".join(sink.getvalue().split())
+            reason = printed if isinstance(err, SystemExit) or not str(err) else str(err)
+            failures.append(f"as {file_format}: {reason or type(err).__name__}")
+    raise ValueError(f"read_mesh: meshio cannot read {path!r} ({'; '.join(failures)})")
 
 
 def _space_from_meshio(mesh, *, source: str) -> Space:

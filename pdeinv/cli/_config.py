@@ -1,0 +1,549 @@
+"""Run configuration: the schema (one place, with defaults and docs), loading, validation.
+
+A config is a YAML mapping of sections; every key, its default, its allowed
+values and its meaning live in :data:`SCHEMA`.  :func:`load_config` merges a
+file with the defaults, applies ``dotted.key=value`` overrides, and checks
+every value, raising :class:`ConfigError` with a one-line message that names
+the key (and the nearest valid key for a typo).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A user error in a config file or an override (message names the key)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One config key: default, type, allowed values, meaning."""
+
+    default: Any
+    kind: str  # int | float | bool | str | path | ints | floats | points | expr
+    doc: str
+    choices: tuple | None = None
+    minimum: float | None = None
+    positive: bool = False  # strictly > 0 (numbers, and every entry of lists)
+    nullable: bool = False
+    length: int | None = None  # required list length
+
+
+FIELD_HELP = (
+    "built-in field (constant, inclusion, blobs, layered, bumps) or an expression in "
+    "x, y, z, r with + - * / ** and sin cos exp log sqrt abs tanh minimum maximum where ..."
+)
+
+SCHEMA: dict[str, Any] = {
+    "name": Option(
+        None, "str", "Run name for the output folder; default: the config file name.", nullable=True
+    ),
+    "seed": Option(0, "int", "Seed of all randomness (noise, blobs, random sensors).", minimum=0),
+    "precision": Option(
+        "float64", "str", "Floating-point precision of the run.", choices=("float64", "float32")
+    ),
+    "model": {
+        "pde": Option(
+            "heat",
+            "str",
+            "PDE: heat `u_t = div(kappa grad u)`, wave `u_tt = div(c^2 grad u)` (first-order "
+            "form), advection_diffusion `u_t = div(kappa grad u) - v . grad u`.",
+            choices=("heat", "wave", "advection_diffusion"),
+        ),
+        "grid": Option(
+            [32, 32],
+            "ints",
+            "Cells per axis of the structured grid (1 to 3 entries).",
+            positive=True,
+        ),
+        "lower": Option([0.0, 0.0], "floats", "Lower corner of the grid box."),
+        "upper": Option([1.0, 1.0], "floats", "Upper corner of the grid box."),
+        "mesh": Option(
+            None,
+            "path",
+            "P1 finite-element mesh file (any meshio format; relative to the config file). "
+            "When set, the grid keys are ignored (heat only).",
+            nullable=True,
+        ),
+        "boundary": Option(
+            "neumann",
+            "str",
+            "Homogeneous boundary condition on the whole boundary.",
+            choices=("neumann", "dirichlet", "periodic"),
+        ),
+        "initial_condition": Option(
+            "bumps", "expr", "Initial state u(0) (displacement for wave). " + FIELD_HELP
+        ),
+    },
+    "truth": {
+        "field": Option(
+            "inclusion",
+            "expr",
+            "True coefficient (kappa, or wave speed c) for synthetic data. " + FIELD_HELP,
+        ),
+        "background": Option(
+            1.0, "float", "Background value of the built-in fields.", positive=True
+        ),
+        "contrast": Option(
+            3.0, "float", "Feature value / background (inclusion, blobs, layered).", positive=True
+        ),
+        "center": Option(
+            [0.6, 0.4], "floats", "Inclusion centre, relative to the bounding box (0..1)."
+        ),
+        "radius": Option(
+            0.15, "float", "Inclusion / blob radius relative to the box.", positive=True
+        ),
+        "smooth_amplitude": Option(
+            0.3, "float", "Relative amplitude of the smooth variation of `inclusion`.", minimum=0.0
+        ),
+        "num_features": Option(3, "int", "Number of blobs / layers / bump modes.", positive=True),
+        "velocity": Option(
+            [1.0, 0.5], "floats", "True advection velocity (advection_diffusion only)."
+        ),
+    },
+    "data": {
+        "source": Option(
+            "synthetic",
+            "str",
+            "`synthetic`: simulate the truth and add noise; `file`: read `data.file`.",
+            choices=("synthetic", "file"),
+        ),
+        "file": Option(
+            None,
+            "path",
+            "`.npz` with `times` (T,), `observations` (T, M), optional `sensors` (M, dim) "
+            "(else full field, M = number of nodes), `sigma` (scalar or (T, M)), `truth` (nodes,).",
+            nullable=True,
+        ),
+    },
+    "observations": {
+        "times": Option(
+            [0.01, 0.02, 0.04], "floats", "Observation times (positive, increasing).", positive=True
+        ),
+        "kind": Option(
+            "full", "str", "Observe every node or point sensors.", choices=("full", "sensors")
+        ),
+        "sensors": {
+            "count": Option(25, "int", "Number of sensors (layout grid/random).", positive=True),
+            "layout": Option(
+                "grid",
+                "str",
+                "Regular lattice inset from the boundary, or random nodes (seeded).",
+                choices=("grid", "random"),
+            ),
+            "points": Option(
+                None,
+                "points",
+                "Explicit sensor coordinates [[x, y], ...]; overrides count/layout.",
+                nullable=True,
+            ),
+            "interpolation": Option(
+                "linear",
+                "str",
+                "Value at a sensor: nearest node or linear (P1) interpolation.",
+                choices=("nearest", "linear"),
+            ),
+        },
+    },
+    "noise": {
+        "level": Option(
+            0.01,
+            "float",
+            "Gaussian noise standard deviation relative to the RMS of the clean data.",
+            minimum=0.0,
+        ),
+    },
+    "parameterization": {
+        "kind": Option(
+            "nodal",
+            "str",
+            "Unknowns: log-coefficient per node, per box region, or on a coarse grid "
+            "interpolated to the nodes.",
+            choices=("nodal", "regions", "coarse"),
+        ),
+        "regions": Option([4, 4], "ints", "Boxes per axis for `regions`.", positive=True),
+        "coarse_grid": Option(
+            [8, 8], "ints", "Coarse grid nodes per axis for `coarse`.", minimum=2
+        ),
+        "initial_value": Option(
+            1.0, "float", "Constant coefficient the optimiser starts from.", positive=True
+        ),
+        "fit_velocity": Option(
+            True, "bool", "Also recover the velocity (advection_diffusion only)."
+        ),
+        "initial_velocity": Option(
+            [0.0, 0.0], "floats", "Velocity the optimiser starts from (advection_diffusion)."
+        ),
+    },
+    "regularization": {
+        "kind": Option(
+            "h1",
+            "str",
+            "Penalty on m = log(coefficient): Tikhonov 0.5*int (m - m0)^2, H1 seminorm "
+            "0.5*int |grad m|^2, smoothed total variation int sqrt(|grad m|^2 + eps^2).",
+            choices=("h1", "tikhonov", "tv", "none"),
+        ),
+        "weight": Option(1e-3, "float", "Regularisation weight (fixed choice).", minimum=0.0),
+        "prior_mean": Option(
+            None,
+            "float",
+            "Coefficient value the Tikhonov term pulls towards; default initial_value.",
+            positive=True,
+            nullable=True,
+        ),
+        "tv_epsilon": Option(0.1, "float", "Smoothing of total variation.", positive=True),
+        "choose_weight": Option(
+            "fixed",
+            "str",
+            "`fixed`: use `weight`; `morozov`: largest of `morozov_weights` whose misfit "
+            "reaches the noise level (discrepancy principle).",
+            choices=("fixed", "morozov"),
+        ),
+        "morozov_weights": Option(
+            [1e-1, 1e-2, 1e-3, 1e-4, 1e-5],
+            "floats",
+            "Weights tried (largest first, warm-started).",
+            minimum=0.0,
+        ),
+        "morozov_tau": Option(
+            1.0, "float", "Accept when misfit <= tau * (number of data) / 2.", positive=True
+        ),
+    },
+    "optimizer": {
+        "method": Option(
+            "lbfgsb",
+            "str",
+            "scipy L-BFGS-B on jax.value_and_grad, or optax Adam.",
+            choices=("lbfgsb", "adam"),
+        ),
+        "max_iter": Option(200, "int", "Maximum iterations.", positive=True),
+        "gtol": Option(1e-6, "float", "Stop when the gradient (max-)norm is below.", minimum=0.0),
+        "ftol": Option(
+            1e-10, "float", "Stop when the relative objective decrease is below.", minimum=0.0
+        ),
+        "learning_rate": Option(0.05, "float", "Adam step size.", positive=True),
+        "log_bounds": Option(
+            [-10.0, 10.0],
+            "floats",
+            "Bounds on the log-coefficient for L-BFGS-B (keeps the PDE well posed).",
+            length=2,
+        ),
+    },
+    "solver": {
+        "tol": Option(1e-8, "float", "Tolerance of pdeinv.expm_multiply.", positive=True),
+        "krylov_dim": Option(30, "int", "Krylov subspace dimension.", minimum=2),
+        "method": Option(
+            "auto",
+            "str",
+            "Krylov method; auto = Lanczos for symmetric models, else Arnoldi.",
+            choices=("auto", "arnoldi", "lanczos"),
+        ),
+    },
+    "check": {
+        "enabled": Option(
+            True, "bool", "Re-simulate the recovered field with diffrax (diffrax_check)."
+        ),
+        "solver": Option(
+            "tsit5",
+            "str",
+            "diffrax solver of pdeinv.reference.solve.",
+            choices=("tsit5", "dopri5", "dopri8", "kvaerno5"),
+        ),
+        "rtol": Option(1e-10, "float", "Relative tolerance of the diffrax check.", positive=True),
+        "atol": Option(1e-12, "float", "Absolute tolerance of the diffrax check.", positive=True),
+    },
+    "output": {
+        "vtu": Option(True, "bool", "Write fields.vtu (ParaView)."),
+        "figures": Option(True, "bool", "Draw kappa.png, convergence.png, fit.png."),
+    },
+}
+
+
+def iter_options(schema=None, prefix=""):
+    """Yield ``(dotted_key, Option)`` for every leaf of the schema."""
+    schema = SCHEMA if schema is None else schema
+    for key, value in schema.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            yield from iter_options(value, dotted + ".")
+        else:
+            yield dotted, value
+
+
+def defaults(schema=None) -> dict:
+    """The default config as a nested dict."""
+    schema = SCHEMA if schema is None else schema
+    return {
+        key: defaults(value) if isinstance(value, dict) else copy.deepcopy(value.default)
+        for key, value in schema.items()
+    }
+
+
+def _suggest(key: str, candidates) -> str:
+    close = difflib.get_close_matches(key, list(candidates), n=1, cutoff=0.5)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _merge(target: dict, source: Any, schema: dict, prefix: str) -> None:
+    if not isinstance(source, dict):
+        where = prefix.rstrip(".") or "the config"
+        raise ConfigError(f"{where} must be a mapping of keys, got {type(source).__name__}")
+    for key, value in source.items():
+        dotted = f"{prefix}{key}"
+        if key not in schema:
+            all_keys = [k for k, _ in iter_options()] + list(schema)
+            suggestion = _suggest(dotted, all_keys) or _suggest(str(key), schema)
+            raise ConfigError(f"unknown key {dotted!r}{suggestion}")
+        if isinstance(schema[key], dict):
+            _merge(target[key], value, schema[key], dotted + ".")
+        else:
+            target[key] = value
+
+
+def _lookup(schema: dict, dotted: str) -> Option | dict:
+    node: Any = schema
+    parts = dotted.split(".")
+    for i, part in enumerate(parts):
+        if not isinstance(node, dict) or part not in node:
+            all_keys = [k for k, _ in iter_options()]
+            raise ConfigError(f"unknown key {dotted!r}{_suggest(dotted, all_keys)}")
+        node = node[part]
+        if isinstance(node, Option) and i < len(parts) - 1:
+            raise ConfigError(f"{'.'.join(parts[: i + 1])!r} is a value, not a section")
+    return node
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"optimizer.max_iter=20"`` -> ``("optimizer.max_iter", 20)`` (value as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like dotted.key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"cannot parse the value of override {key!r}: {err}") from None
+    return key, value
+
+
+def apply_overrides(config: dict, overrides) -> dict:
+    """Return a copy of ``config`` with ``dotted.key=value`` overrides set."""
+    config = copy.deepcopy(config)
+    for text in overrides:
+        key, value = parse_override(text)
+        option = _lookup(SCHEMA, key)
+        if isinstance(option, dict):
+            if not isinstance(value, dict):
+                raise ConfigError(
+                    f"{key!r} is a section; set one of its keys, e.g. {key}.<key>=..."
+                )
+            node = config
+            for part in key.split("."):
+                node = node[part]
+            _merge(node, value, option, key + ".")
+            continue
+        node = config
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    return config
+
+
+def _as_float(key, value, option):
+    if isinstance(value, bool):
+        raise ConfigError(f"{key} must be a number, got {value!r}")
+    if isinstance(value, str):
+        try:
+            value = float(value)  # YAML 1.1 reads 1e-3 as a string
+        except ValueError:
+            raise ConfigError(f"{key} must be a number, got {value!r}") from None
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{key} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _check_number(key, value, option):
+    if option.positive and value <= 0:
+        raise ConfigError(f"{key} must be > 0, got {value!r}")
+    if option.minimum is not None and value < option.minimum:
+        raise ConfigError(f"{key} must be >= {option.minimum}, got {value!r}")
+
+
+def _check_value(key: str, value: Any, option: Option, base: Path) -> Any:
+    if value is None:
+        if option.nullable:
+            return None
+        raise ConfigError(f"{key} must be set ({option.kind}); it cannot be null")
+    kind = option.kind
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        _check_number(key, value, option)
+    elif kind == "float":
+        value = _as_float(key, value, option)
+        _check_number(key, value, option)
+    elif kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+    elif kind in ("str", "expr"):
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"{key} must be a non-empty string, got {value!r}")
+        if option.choices is not None and value not in option.choices:
+            raise ConfigError(
+                f"{key} must be one of {', '.join(option.choices)}; got {value!r}"
+                + _suggest(value, option.choices)
+            )
+    elif kind == "path":
+        if not isinstance(value, (str, os.PathLike)):
+            raise ConfigError(f"{key} must be a file path, got {value!r}")
+        path = Path(value).expanduser()
+        if not path.is_absolute():
+            path = (base / path).resolve()
+        if not path.is_file():
+            raise ConfigError(f"{key}: file not found: {path}")
+        value = str(path)
+    elif kind in ("ints", "floats"):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, list) or not value:
+            raise ConfigError(f"{key} must be a non-empty list of numbers, got {value!r}")
+        if option.length is not None and len(value) != option.length:
+            raise ConfigError(f"{key} must have {option.length} entries, got {value!r}")
+        if kind == "ints":
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+                raise ConfigError(f"{key} must be a list of integers, got {value!r}")
+        else:
+            value = [_as_float(key, v, option) for v in value]
+        for v in value:
+            _check_number(key, v, option)
+    elif kind == "points":
+        if not isinstance(value, list) or not value:
+            raise ConfigError(f"{key} must be a list of coordinates [[x, y], ...], got {value!r}")
+        rows = []
+        for row in value:
+            if not isinstance(row, list) or not row:
+                raise ConfigError(f"{key} must be a list of coordinates [[x, y], ...]")
+            rows.append([_as_float(key, v, option) for v in row])
+        if len({len(r) for r in rows}) != 1:
+            raise ConfigError(f"{key}: every point must have the same number of coordinates")
+        value = rows
+    else:  # pragma: no cover - schema bug
+        raise AssertionError(kind)
+    return value
+
+
+def _validate(config: dict, schema: dict, base: Path, prefix: str = "") -> None:
+    for key, option in schema.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(option, dict):
+            _validate(config[key], option, base, dotted + ".")
+        else:
+            config[key] = _check_value(dotted, config[key], option, base)
+
+
+def _cross_check(config: dict) -> None:
+    model, obs = config["model"], config["observations"]
+    dim = len(model["grid"])
+    if model["mesh"] is None:
+        if dim not in (1, 2, 3):
+            raise ConfigError(f"model.grid must have 1 to 3 entries, got {model['grid']}")
+        if min(model["grid"]) < 2:
+            raise ConfigError(f"model.grid needs at least 2 cells per axis, got {model['grid']}")
+        for key in ("lower", "upper"):
+            if len(model[key]) != dim:
+                raise ConfigError(f"model.{key} must have {dim} entries like model.grid")
+        if any(b <= a for a, b in zip(model["lower"], model["upper"], strict=True)):
+            raise ConfigError("model.upper must exceed model.lower on every axis")
+    elif model["pde"] != "heat":
+        raise ConfigError(f"model.mesh works with model.pde = heat only, got {model['pde']!r}")
+    times = obs["times"]
+    if any(b <= a for a, b in zip(times, times[1:], strict=False)):
+        raise ConfigError(f"observations.times must be increasing, got {times}")
+    if config["data"]["source"] == "file" and config["data"]["file"] is None:
+        raise ConfigError("data.file must name a .npz file when data.source = file")
+    if model["boundary"] == "periodic" and model["mesh"] is not None:
+        raise ConfigError("model.boundary = periodic needs a grid, not model.mesh")
+
+
+def resolve_config(raw: dict | None, overrides=(), *, base: str | os.PathLike = ".") -> dict:
+    """Defaults + ``raw`` + overrides, validated; relative paths resolved against ``base``."""
+    config = defaults()
+    if raw is not None:
+        _merge(config, raw, SCHEMA, "")
+    config = apply_overrides(config, overrides)
+    _validate(config, SCHEMA, Path(base))
+    _cross_check(config)
+    return config
+
+
+def load_config(path: str | os.PathLike, overrides=()) -> dict:
+    """Read, merge with defaults, override, and validate a YAML config file.
+
+    The returned dict is the *resolved* config: every key present, paths absolute,
+    ``name`` filled in.  Saving it as YAML and loading it again gives the same run.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(f"{path}: invalid YAML{where}") from None
+    config = resolve_config(raw, overrides, base=path.parent)
+    if config["name"] is None:
+        config["name"] = path.stem
+    return config
+
+
+def dump_config(config: dict) -> str:
+    """YAML text of a resolved config (keys in schema order)."""
+    return yaml.safe_dump(config, sort_keys=False, default_flow_style=None)
+
+
+def schema_markdown() -> str:
+    """Markdown table of every config key with default and meaning (for the README)."""
+    lines = ["| key | default | allowed | meaning |", "|---|---|---|---|"]
+    for key, option in iter_options():
+        default = (
+            "null"
+            if option.default is None
+            else yaml.safe_dump(option.default, default_flow_style=True)
+            .strip()
+            .removesuffix("...")
+            .strip()
+        )
+        if option.choices:
+            allowed = " \\| ".join(option.choices)
+        else:
+            allowed = {
+                "int": "integer",
+                "float": "number",
+                "bool": "true \\| false",
+                "str": "string",
+                "path": "file path",
+                "ints": "list of integers",
+                "floats": "list of numbers",
+                "points": "list of points",
+                "expr": "field name or expression",
+            }[option.kind]
+            if option.positive:
+                allowed += " > 0"
+            elif option.minimum is not None:
+                allowed += f" >= {option.minimum:g}"
+        if option.nullable:
+            allowed += " or null"
+        doc = option.doc.replace("|", "\\|")
+        lines.append(f"| `{key}` | `{default}` | {allowed} | {doc} |")
+    return "\n".join(lines) + "\n"

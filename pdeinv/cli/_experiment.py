@@ -1,0 +1,515 @@
+"""From a resolved config to the objects of a run, and from a finished fit to a run folder.
+
+The wiring lives here (which builder, which regulariser, which optimiser); the
+computation is done by :mod:`pdeinv.models`, :mod:`pdeinv.inverse`,
+:mod:`pdeinv.reference` and :mod:`pdeinv.report`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .. import inverse, report
+from ..models._model import Model
+from ._config import ConfigError, dump_config
+
+# Which model parameter holds the nodal log-coefficient, and how to call it.
+_FIELD_PARAM = {"heat": "log_kappa", "advection_diffusion": "log_kappa", "wave": "log_c"}
+_COEFFICIENT = {"heat": "kappa", "advection_diffusion": "kappa", "wave": "c"}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Experiment:
+    """Everything a fit needs, built from a resolved config."""
+
+    config: dict
+    model: Model
+    coefficient: str  # "kappa" or "c"
+    true_field: np.ndarray | None  # coefficient values (not log) on the nodes
+    true_params: dict | None
+    clean_data: np.ndarray | None
+    problem: inverse.InverseProblem
+    x0: np.ndarray
+    optimizer: Any
+    observation_kind: str
+    build_time_s: float
+
+    @property
+    def space(self):
+        return self.model.space
+
+    @property
+    def dtype(self):
+        return self.x0.dtype
+
+
+def solver_options(config: dict) -> dict:
+    """Keyword arguments for :func:`pdeinv.models.simulate`."""
+    options = {"tol": config["solver"]["tol"], "krylov_dim": config["solver"]["krylov_dim"]}
+    if config["solver"]["method"] != "auto":
+        options["method"] = config["solver"]["method"]
+    return options
+
+
+def build_space(config: dict):
+    from ..discretize import grid, read_mesh
+
+    model = config["model"]
+    if model["mesh"] is not None:
+        return read_mesh(model["mesh"])
+    return grid(tuple(model["grid"]), lower=tuple(model["lower"]), upper=tuple(model["upper"]))
+
+
+def build_model(config: dict, space, params: dict, u0_field: np.ndarray, dtype) -> Model:
+    """The model of ``config['model']`` on ``space`` with parameter values ``params``."""
+    from .. import models
+
+    pde = config["model"]["pde"]
+    bc = config["model"]["boundary"]
+    u0 = jnp.asarray(u0_field, dtype)
+    params = {k: jnp.asarray(v, dtype) for k, v in params.items()}
+    if pde == "heat":
+        if config["model"]["mesh"] is not None:
+            return models.heat_p1(space, log_kappa=params["log_kappa"], u0=u0, bc=bc)
+        return models.heat_fd(space, log_kappa=params["log_kappa"], u0=u0, bc=bc)
+    if pde == "wave":
+        return models.wave_fd(space, log_c=params["log_c"], u0=u0, bc=bc)
+    return models.advection_diffusion_fd(
+        space, log_kappa=params["log_kappa"], velocity=params["velocity"], u0=u0, bc=bc
+    )
+
+
+def _field_spec(config: dict, dim: int) -> inverse.FieldSpec:
+    truth = config["truth"]
+    return inverse.FieldSpec(
+        background=truth["background"],
+        contrast=truth["contrast"],
+        center=tuple(truth["center"]),
+        radius=truth["radius"],
+        smooth_amplitude=truth["smooth_amplitude"],
+        num_features=truth["num_features"],
+    )
+
+
+def _field(config: dict, key: str, expression: str, points, *, positive: bool) -> np.ndarray:
+    try:
+        values = inverse.make_field(
+            expression, points, _field_spec(config, points.shape[1]), seed=config["seed"]
+        )
+    except ValueError as err:
+        raise ConfigError(f"{key}: {err}") from None
+    if not np.all(np.isfinite(values)):
+        raise ConfigError(f"{key} = {expression!r} is not finite at every node")
+    if positive and np.any(values <= 0):
+        raise ConfigError(f"{key} = {expression!r} must be positive at every node")
+    return values
+
+
+def _observation(config: dict, space, sensors_from_file=None):
+    obs = config["observations"]
+    if sensors_from_file is not None:
+        return "sensors", inverse.PointSensors.at(
+            space, sensors_from_file, obs["sensors"]["interpolation"]
+        )
+    if obs["kind"] == "full":
+        return "full", inverse.FullField(space)
+    sensors = obs["sensors"]
+    if sensors["points"] is not None:
+        points = np.asarray(sensors["points"], dtype=float)
+        if points.shape[1] != space.dim:
+            raise ConfigError(
+                f"observations.sensors.points must have {space.dim} coordinates per point"
+            )
+    else:
+        points = inverse.sensor_layout(
+            space, sensors["count"], sensors["layout"], seed=config["seed"]
+        )
+    return "sensors", inverse.PointSensors.at(space, points, sensors["interpolation"])
+
+
+def _parameterization(config: dict, space):
+    par = config["parameterization"]
+    try:
+        if par["kind"] == "nodal":
+            return inverse.NodalField(space.num_nodes)
+        if par["kind"] == "regions":
+            return inverse.PiecewiseConstant.boxes(space, par["regions"])
+        return inverse.CoarseGrid.build(space, par["coarse_grid"])
+    except ValueError as err:
+        raise ConfigError(f"parameterization: {err}") from None
+
+
+def _load_data_file(path: str, space):
+    with np.load(path, allow_pickle=False) as npz:
+        missing = [k for k in ("times", "observations") if k not in npz.files]
+        if missing:
+            raise ConfigError(f"data.file {path} lacks the key(s) {', '.join(missing)}")
+        content = {k: np.asarray(npz[k]) for k in npz.files}
+    times = np.atleast_1d(content["times"]).astype(float)
+    observations = np.asarray(content["observations"], dtype=float)
+    if observations.ndim != 2 or observations.shape[0] != len(times):
+        raise ConfigError(
+            f"data.file: observations must have shape (len(times), M) = ({len(times)}, M), "
+            f"got {observations.shape}"
+        )
+    sensors = content.get("sensors")
+    if sensors is None and observations.shape[1] != space.num_nodes:
+        raise ConfigError(
+            f"data.file: without 'sensors', observations need one column per node "
+            f"({space.num_nodes}), got {observations.shape[1]}"
+        )
+    truth = content.get("truth")
+    if truth is not None and truth.shape != (space.num_nodes,):
+        raise ConfigError(f"data.file: truth must have shape ({space.num_nodes},)")
+    return times, observations, sensors, content.get("sigma"), truth
+
+
+def build_experiment(config: dict, *, with_data: bool = True) -> Experiment:
+    """Space, model, data and inverse problem of a resolved config."""
+    start = time.perf_counter()
+    dtype = jnp.float64 if config["precision"] == "float64" else jnp.float32
+    pde = config["model"]["pde"]
+    try:
+        space = build_space(config)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"model: {err}") from None
+    points = space.points
+    u0_field = _field(
+        config, "model.initial_condition", config["model"]["initial_condition"], points,
+        positive=False,
+    )  # fmt: skip
+    field_param = _FIELD_PARAM[pde]
+    extra_true = {}
+    if pde == "advection_diffusion":
+        velocity = np.asarray(config["truth"]["velocity"], dtype=float)
+        if velocity.size != space.dim:
+            raise ConfigError(f"truth.velocity must have {space.dim} entries")
+        extra_true["velocity"] = velocity
+
+    synthetic = config["data"]["source"] == "synthetic"
+    true_field = None
+    sensors_from_file = sigma_file = None
+    if synthetic:
+        true_field = _field(config, "truth.field", config["truth"]["field"], points, positive=True)
+        times = np.asarray(config["observations"]["times"], dtype=float)
+    else:
+        times, observations, sensors_from_file, sigma_file, true_field = _load_data_file(
+            config["data"]["file"], space
+        )
+    initial_value = config["parameterization"]["initial_value"]
+    build_field = true_field if true_field is not None else np.full(space.num_nodes, initial_value)
+    build_params = {field_param: np.log(build_field), **extra_true}
+    if pde == "advection_diffusion" and "velocity" not in build_params:
+        build_params["velocity"] = np.asarray(config["parameterization"]["initial_velocity"])
+    model = build_model(config, space, build_params, u0_field, dtype)
+    observation_kind, observation = _observation(config, space, sensors_from_file)
+    solver = solver_options(config)
+
+    clean = None
+    if synthetic:
+        true_params = {k: jnp.asarray(v, dtype) for k, v in build_params.items()}
+        true_params = {**model.params, **true_params}
+        from ..models import simulate
+
+        states = simulate(model, true_params, jnp.asarray(times, dtype), **solver)
+        clean = np.asarray(observation(model.observe(states)), dtype=float)
+        data, sigma = inverse.add_noise(clean, config["noise"]["level"], seed=config["seed"])
+    else:
+        true_params = None
+        data = observations
+        if sigma_file is not None:
+            sigma = np.asarray(sigma_file, dtype=float)
+        else:
+            rms = float(np.sqrt(np.mean(data**2))) or 1.0
+            sigma = max(config["noise"]["level"], 1e-3) * rms
+
+    extras = ()
+    initial_extra = {}
+    if pde == "advection_diffusion" and config["parameterization"]["fit_velocity"]:
+        extras = (("velocity", space.dim),)
+        initial_velocity = np.asarray(config["parameterization"]["initial_velocity"], dtype=float)
+        if initial_velocity.size != space.dim:
+            raise ConfigError(f"parameterization.initial_velocity must have {space.dim} entries")
+        initial_extra["velocity"] = initial_velocity
+    parameters = inverse.ParameterMap(
+        _parameterization(config, space), field_param, dict(model.params), extras
+    )
+    reg = config["regularization"]
+    prior = reg["prior_mean"] if reg["prior_mean"] is not None else initial_value
+    regularizer = inverse.make_regularizer(
+        reg["kind"], space, mean=float(np.log(prior)), epsilon=reg["tv_epsilon"]
+    )
+    problem = inverse.InverseProblem(
+        model=model,
+        times=times,
+        parameters=parameters,
+        observation=observation,
+        data=np.asarray(data),
+        sigma=sigma,
+        regularizer=regularizer,
+        weight=reg["weight"],
+        solver=solver,
+    )
+    x0 = parameters.initial(np.log(initial_value), initial_extra, dtype=np.dtype(dtype))
+    opt = config["optimizer"]
+    if opt["method"] == "lbfgsb":
+        lo, hi = opt["log_bounds"]
+        bounds = ((lo, hi),) * parameters.num_field_params + ((None, None),) * (
+            parameters.size - parameters.num_field_params
+        )
+        optimizer = inverse.LBFGSB(
+            max_iter=opt["max_iter"], gtol=opt["gtol"], ftol=opt["ftol"], bounds=bounds
+        )
+    else:
+        optimizer = inverse.Adam(
+            learning_rate=opt["learning_rate"],
+            max_iter=opt["max_iter"],
+            gtol=opt["gtol"],
+            ftol=opt["ftol"],
+        )
+    return Experiment(
+        config=config,
+        model=model,
+        coefficient=_COEFFICIENT[pde],
+        true_field=true_field,
+        true_params=true_params,
+        clean_data=clean,
+        problem=problem,
+        x0=x0,
+        optimizer=optimizer,
+        observation_kind=observation_kind,
+        build_time_s=time.perf_counter() - start,
+    )
+
+
+@dataclasses.dataclass
+class FitOutcome:
+    result: inverse.OptimizeResult
+    weight: float
+    morozov: inverse.MorozovResult | None
+    recovered_field: np.ndarray
+    recovered_params: dict
+    states: np.ndarray
+    predictions: np.ndarray
+    history: dict
+    stage_starts: np.ndarray
+    fit_time_s: float
+
+
+def fit_experiment(experiment: Experiment, *, callback=None, on_weight=None) -> FitOutcome:
+    """Run the optimiser (fixed weight or Morozov sweep) and evaluate the fit."""
+    config = experiment.config
+    problem = experiment.problem
+    start = time.perf_counter()
+    reg = config["regularization"]
+    morozov = None
+    if reg["choose_weight"] == "morozov":
+        morozov = inverse.fit_morozov(
+            problem,
+            experiment.x0,
+            reg["morozov_weights"],
+            experiment.optimizer,
+            tau=reg["morozov_tau"],
+            callback=callback,
+            on_weight=on_weight,
+        )
+        result, weight = morozov.result, morozov.weight
+        histories = [r.history for r in morozov.results]
+    else:
+        result = inverse.fit(problem, experiment.x0, experiment.optimizer, callback=callback)
+        weight = problem.weight
+        histories = [result.history]
+    fit_time = time.perf_counter() - start
+    history = {k: np.concatenate([h[k] for h in histories]) for k in histories[0]}
+    stage_starts = np.cumsum([0] + [len(h["objective"]) for h in histories[:-1]])
+    x = jnp.asarray(result.x)
+    params = problem.parameters.to_params(x)
+    states = np.asarray(problem.states(x))
+    predictions = np.asarray(problem.observation(experiment.model.observe(jnp.asarray(states))))
+    recovered_field = np.exp(np.asarray(problem.parameters.field(x), dtype=float))
+    return FitOutcome(
+        result=result,
+        weight=weight,
+        morozov=morozov,
+        recovered_field=recovered_field,
+        recovered_params={k: np.asarray(v) for k, v in params.items()},
+        states=states,
+        predictions=predictions,
+        history=history,
+        stage_starts=stage_starts,
+        fit_time_s=fit_time,
+    )
+
+
+def expm_statistics(model: Model, params, times, solver: dict) -> dict:
+    """Steps, matvecs, ... and time of one forward solve (via expm_multiply_info)."""
+    from ..expm import augment_affine, expm_multiply_info
+
+    options = dict(solver)
+    v = model.u0
+    matvec = model.matvec
+    if model.source is not None:
+        # Same augmentation as pdeinv.models.simulate uses for affine systems.
+        matvec = augment_affine(model.matvec, model.source)
+        v = jnp.concatenate([v, jnp.ones((1,), v.dtype)])
+        options["method"] = "arnoldi"
+    else:
+        options.setdefault("method", "lanczos" if model.symmetric else "arnoldi")
+    params = {k: jnp.asarray(p) for k, p in params.items()}
+    run = jax.jit(lambda p: expm_multiply_info(matvec, v, p, jnp.asarray(times), **options))
+    jax.block_until_ready(run(params))
+    start = time.perf_counter()
+    _, stats = jax.block_until_ready(run(params))
+    elapsed = time.perf_counter() - start
+    out = {name: np.asarray(value).item() for name, value in stats._asdict().items()}
+    out["forward_time_s"] = elapsed
+    out["method"] = options["method"]
+    out["krylov_dim"] = options["krylov_dim"]
+    out["tol"] = options["tol"]
+    return out
+
+
+def check_with_diffrax(experiment: Experiment, outcome: FitOutcome) -> tuple[float, float]:
+    """``diffrax_check`` at the recovered parameters and the seconds it took."""
+    check = experiment.config["check"]
+    start = time.perf_counter()
+    params = {k: jnp.asarray(v) for k, v in outcome.recovered_params.items()}
+    value = inverse.diffrax_check(
+        experiment.model,
+        params,
+        experiment.problem.times,
+        outcome.states,
+        solver=check["solver"],
+        rtol=check["rtol"],
+        atol=check["atol"],
+    )
+    return value, time.perf_counter() - start
+
+
+def _space_arrays(space) -> dict:
+    return {
+        "points": space.points,
+        "cells": space.cells,
+        "cell_type": np.asarray(space.cell_type),
+        "grid_shape": np.asarray(space.shape if space.shape is not None else (), dtype=np.int64),
+    }
+
+
+def _environment() -> dict:
+    device = jax.devices()[0]
+    return {
+        "jax_version": jax.__version__,
+        "device": f"{device.platform}:{getattr(device, 'device_kind', '')}",
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+    }
+
+
+def fit_metrics(experiment, outcome, *, diffrax_check, check_time_s, statistics, wall_time_s):
+    problem = experiment.problem
+    name = experiment.coefficient
+    result = outcome.result
+    data = np.asarray(problem.data)
+    metrics: dict[str, Any] = {"coefficient": name}
+    if experiment.true_field is not None:
+        error = inverse.relative_error(outcome.recovered_field, experiment.true_field)
+        metrics[f"{name}_relative_error"] = error
+        metrics["coefficient_relative_error"] = error
+    if "velocity" in outcome.recovered_params and experiment.true_params is not None:
+        v_true = np.asarray(experiment.true_params["velocity"], dtype=float)
+        v_rec = np.asarray(outcome.recovered_params["velocity"], dtype=float)
+        metrics["velocity_true"] = v_true
+        metrics["velocity_recovered"] = v_rec
+        metrics["velocity_relative_error"] = float(
+            np.linalg.norm(v_rec - v_true) / max(np.linalg.norm(v_true), 1e-300)
+        )
+    metrics.update(
+        data_misfit=result.misfit,
+        data_misfit_per_datum=2.0 * result.misfit / data.size,
+        relative_residual=float(np.linalg.norm(outcome.predictions - data) / np.linalg.norm(data)),
+        objective=result.fun,
+        iterations=result.iterations,
+        num_evaluations=result.num_evaluations,
+        optimizer_status=result.status,
+        optimizer_message=result.message,
+        regularization_weight=outcome.weight,
+        wall_time_s=wall_time_s,
+        fit_time_s=outcome.fit_time_s,
+        setup_time_s=experiment.build_time_s,
+        check_time_s=check_time_s,
+        diffrax_check=diffrax_check,
+        num_nodes=experiment.space.num_nodes,
+        num_states=experiment.model.num_states,
+        num_unknowns=problem.parameters.size,
+        num_data=int(data.size),
+        noise_sigma=float(np.mean(problem.sigma)),
+        solver_statistics=statistics,
+        seconds_per_evaluation=outcome.fit_time_s / max(result.num_evaluations, 1),
+        environment=_environment(),
+    )
+    if outcome.morozov is not None:
+        metrics["morozov"] = {
+            "weights_tried": outcome.morozov.weights,
+            "misfits": outcome.morozov.misfits,
+            "target_misfit": outcome.morozov.target,
+            "chosen_weight": outcome.morozov.weight,
+        }
+    return metrics
+
+
+def write_fit_folder(folder: Path, experiment, outcome, metrics) -> None:
+    """config.yaml, metrics.json, result.npz, fields.vtu and the figures."""
+    config = experiment.config
+    problem = experiment.problem
+    report.write_config(folder, dump_config(config))
+    report.write_metrics(folder, metrics)
+    true = experiment.true_field
+    recovered = outcome.recovered_field
+    arrays = {
+        **_space_arrays(experiment.space),
+        "coefficient": np.asarray(experiment.coefficient),
+        "title": np.asarray(f"{config['name']} ({config['model']['pde']})"),
+        "recovered_field": recovered,
+        "true_field": true,
+        "initial_field": np.exp(np.asarray(problem.parameters.field(jnp.asarray(experiment.x0)))),
+        "times": problem.times,
+        "observations": problem.data,
+        "clean_observations": experiment.clean_data,
+        "predictions": outcome.predictions,
+        "observation_kind": np.asarray(experiment.observation_kind),
+        "sensor_locations": getattr(problem.observation, "locations", None)
+        if experiment.observation_kind == "sensors"
+        else None,
+        "noise_sigma": np.asarray(np.mean(problem.sigma)),
+        "misfit_target": np.asarray(problem.num_observations / 2.0),
+        "stage_starts": outcome.stage_starts,
+        "x": outcome.result.x,
+    }
+    for key, value in outcome.history.items():
+        arrays[f"history_{key}"] = value
+    for key, value in outcome.recovered_params.items():
+        if key != problem.parameters.field_name and np.size(value) < 16:
+            arrays[f"recovered_{key}"] = value
+            if experiment.true_params is not None and key in experiment.true_params:
+                arrays[f"true_{key}"] = np.asarray(experiment.true_params[key])
+    report.write_result(folder, arrays)
+    if config["output"]["vtu"]:
+        name = experiment.coefficient
+        point_data = {f"{name}_recovered": recovered}
+        if true is not None:
+            point_data[f"{name}_true"] = true
+            point_data[f"{name}_error"] = recovered - true
+        report.write_vtu(
+            folder, experiment.space.points, experiment.space.cells, experiment.space.cell_type,
+            point_data,
+        )  # fmt: skip
+    if config["output"]["figures"]:
+        report.draw_figures(folder)

@@ -60,7 +60,7 @@ class LBFGSB:
     gtol: float = 1e-6
     ftol: float = 1e-10
     memory: int = 20
-    bounds: tuple[float, float] | None = None
+    bounds: tuple | None = None  # (lo, hi) for all, or one (lo, hi) per parameter
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,9 +186,11 @@ def _lbfgsb(evaluate, x0, dtype, options, history):
         previous["x"] = x.copy()
         history.record(len(history.rows), value, grad, misfit, step)
 
-    bounds = None
-    if options.bounds is not None:
-        bounds = [options.bounds] * len(x0)
+    bounds = options.bounds
+    if bounds is not None and len(bounds) == 2 and not isinstance(bounds[0], (tuple, list)):
+        bounds = [tuple(bounds)] * len(x0)
+    if bounds is not None and len(bounds) != len(x0):
+        raise ValueError(f"bounds must be one (lo, hi) pair or {len(x0)} pairs")
     result = scipy.optimize.minimize(
         fun,
         x0,

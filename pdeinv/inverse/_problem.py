@@ -88,7 +88,7 @@ class InverseProblem:
     def states(self, m):
         """Model states at the observation times, ``(num_times, n_state)``."""
         params = self.parameters.to_params(m)
-        return self.forward(self.model, params, jnp.asarray(self.times, m.dtype), **self.solver)
+        return self.forward(self.model, params, self.times.astype(m.dtype), **self.solver)
 
     def predict(self, m):
         """Predicted observations ``(num_times, num_observations)``."""

@@ -1,0 +1,88 @@
+"""Pieces shared by the Arnoldi and Lanczos iterations: breakdown test, safe
+norms, input validation."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+
+# A new Krylov direction whose norm is below this multiple of
+# eps * max_j ||A q_j|| is rounding noise: the space is invariant (happy
+# breakdown). A genuine residual that small would change f(A)v only at the level
+# of rounding errors anyway.
+BREAKDOWN_FACTOR = 100.0
+
+
+def safe_norm(w: Array) -> Array:
+    """Euclidean norm whose derivative at w = 0 is 0 rather than NaN."""
+    sq = jnp.dot(w, w)
+    positive = sq > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, jnp.ones_like(sq))), 0.0).astype(
+        w.dtype
+    )
+
+
+def safe_normalize(w: Array, norm: Array, is_zero: Array) -> Array:
+    """w / norm, or exactly 0 where ``is_zero`` (no 0/0 in values or gradients)."""
+    denom = jnp.where(is_zero, jnp.ones_like(norm), norm)
+    return jnp.where(is_zero, jnp.zeros_like(w), w / denom)
+
+
+def breakdown_tolerance(scale: Array, dtype) -> Array:
+    return (BREAKDOWN_FACTOR * jnp.finfo(dtype).eps) * scale
+
+
+def check_krylov_dim(krylov_dim: Any, n: int, where: str) -> int:
+    try:
+        k = operator.index(krylov_dim)
+    except TypeError:
+        raise TypeError(
+            f"{where}: `krylov_dim` must be an int, got {type(krylov_dim).__name__}."
+        ) from None
+    if not 1 <= k <= n:
+        raise ValueError(f"{where}: `krylov_dim` must satisfy 1 <= krylov_dim <= n = {n}, got {k}.")
+    return k
+
+
+def check_vector(v: Any, where: str) -> Array:
+    v = jnp.asarray(v)
+    if v.ndim != 1:
+        raise ValueError(f"{where}: `v` must be 1-D of shape (n,), got shape {v.shape}.")
+    if not jnp.issubdtype(v.dtype, jnp.floating):
+        raise TypeError(f"{where}: `v` must have a real floating dtype, got {v.dtype}.")
+    if v.shape[0] == 0:
+        raise ValueError(f"{where}: `v` must not be empty.")
+    return v
+
+
+def check_finite(v: Array, where: str) -> Array:
+    """ValueError for concrete non-finite v; a runtime error under jit."""
+    message = f"{where}: `v` contains non-finite values (NaN or inf)."
+    if not isinstance(v, jax.core.Tracer):
+        if not np.all(np.isfinite(np.asarray(v))):
+            raise ValueError(message)
+        return v
+    return eqx.error_if(v, ~jnp.all(jnp.isfinite(v)), message)
+
+
+def check_matvec(matvec: Callable, v: Array, params: Any, where: str) -> None:
+    if not callable(matvec):
+        raise TypeError(f"{where}: `matvec` must be callable as matvec(v, params).")
+    out = jax.eval_shape(matvec, v, params)
+    shape = getattr(out, "shape", None)
+    if shape != v.shape:
+        raise ValueError(
+            f"{where}: `matvec(v, params)` must return an array of shape {v.shape} like `v`, "
+            f"got {shape if shape is not None else type(out).__name__}."
+        )
+    if out.dtype != v.dtype:
+        raise TypeError(
+            f"{where}: `matvec(v, params)` must return dtype {v.dtype} like `v`, got {out.dtype}."
+        )

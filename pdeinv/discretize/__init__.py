@@ -1,5 +1,14 @@
 """Spatial discretisations: structured-grid finite differences and P1 finite elements."""
 
+from ._fd import advection_matvec as advection_matvec
+from ._fd import advection_norm_bound as advection_norm_bound
+from ._fd import advection_source as advection_source
+from ._fd import diffusion_matvec as diffusion_matvec
+from ._fd import diffusion_norm_bound as diffusion_norm_bound
+from ._fd import diffusion_source as diffusion_source
+from ._fd import reaction_matvec as reaction_matvec
+from ._fd_sparse import matvec_to_sparse as matvec_to_sparse
+from ._fd_sparse import stencil_to_sparse as stencil_to_sparse
 from ._fem import ElementGeometry as ElementGeometry
 from ._fem import dirichlet_nodes as dirichlet_nodes
 from ._fem import element_geometry as element_geometry
@@ -10,6 +19,13 @@ from ._fem import p1_mass_matrix as p1_mass_matrix
 from ._fem import p1_stiffness_matrix as p1_stiffness_matrix
 from ._fem import p1_stiffness_matvec as p1_stiffness_matvec
 from ._fem import p1_stiffness_norm_bound as p1_stiffness_norm_bound
+from ._grid import BoundaryConditions as BoundaryConditions
+from ._grid import Dirichlet as Dirichlet
+from ._grid import Grid as Grid
+from ._grid import Neumann as Neumann
+from ._grid import Periodic as Periodic
+from ._grid import boundary_conditions as boundary_conditions
+from ._grid import grid as grid
 from ._mesh import boundary_facets as boundary_facets
 from ._mesh import read_mesh as read_mesh
 from ._mesh import space_to_meshio as space_to_meshio

@@ -19,6 +19,7 @@ Conventions
 
 from __future__ import annotations
 
+import functools
 import math
 import weakref
 from collections.abc import Callable, Sequence
@@ -276,7 +277,9 @@ def p1_stiffness_matvec(
         # Cast once per dtype at trace time rather than on every call.
         key = jnp.dtype(dtype)
         if key not in local_by_dtype:
-            local_by_dtype[key] = jnp.asarray(local, dtype=key)
+            # Concrete even when first called under jit, so the cache holds no tracer.
+            with jax.ensure_compile_time_eval():
+                local_by_dtype[key] = jnp.asarray(local, dtype=key)
         return local_by_dtype[key]
 
     def matvec(u, kappa):
@@ -394,14 +397,17 @@ def p1_load_vector(space: Space, f) -> Float[Array, " num_nodes"]:
         )
     if not jnp.issubdtype(f.dtype, jnp.floating):
         f = f.astype(jnp.result_type(float))
-    geometry = element_geometry(space)
     m = space.cells.shape[1]
-    cells = jnp.asarray(space.cells)
+    weights = element_geometry(space).volumes / (m * (m + 1))
+    return _consistent_mass_apply(f, space.cells, weights.astype(f.dtype), space.num_nodes)
+
+
+@functools.partial(jax.jit, static_argnames="num_nodes")
+def _consistent_mass_apply(f, cells, weights, num_nodes):
+    # Element mass |T| (1 + delta_ij) / (m (m + 1)) applied to the cell's nodal values.
     f_cell = f[cells]
-    # Element mass |T| (1 + delta_ij) / (m (m + 1)) applied to f_cell.
-    weight = jnp.asarray(geometry.volumes / (m * (m + 1)), dtype=f.dtype)[:, None]
-    b_cell = weight * (f_cell + jnp.sum(f_cell, axis=1, keepdims=True))
-    return jax.ops.segment_sum(b_cell.reshape(-1), cells.reshape(-1), space.num_nodes)
+    b_cell = weights[:, None] * (f_cell + jnp.sum(f_cell, axis=1, keepdims=True))
+    return jax.ops.segment_sum(b_cell.reshape(-1), cells.reshape(-1), num_nodes)
 
 
 def p1_stiffness_norm_bound(
@@ -431,22 +437,25 @@ def p1_stiffness_norm_bound(
     """
     _check_space(space, "p1_stiffness_norm_bound")
     location = _kappa_location(space, kappa_location, "p1_stiffness_norm_bound")
-    cells = jnp.asarray(space.cells)
     kappa = jnp.asarray(kappa)
     dtype = kappa.dtype if jnp.issubdtype(kappa.dtype, jnp.floating) else jnp.result_type(float)
-    k_cell = _cell_kappa(kappa, cells, space.num_nodes, location, dtype, "kappa")
-    abs_local = jnp.asarray(np.abs(_local_stiffness(space)), dtype=dtype)
+    k_cell = _cell_kappa(kappa, space.cells, space.num_nodes, location, dtype, "kappa")
     if mass is None:
-        inv_sqrt = jnp.ones(space.num_nodes, dtype)
-    else:
-        mass = jnp.asarray(mass, dtype=dtype)
-        if mass.shape != (space.num_nodes,):
-            raise ValueError(
-                f"p1_stiffness_norm_bound: mass must have shape ({space.num_nodes},), "
-                f"got {tuple(mass.shape)}"
-            )
-        inv_sqrt = 1.0 / jnp.sqrt(mass)
+        mass = jnp.ones(space.num_nodes, dtype)
+    mass = jnp.asarray(mass, dtype=dtype)
+    if mass.shape != (space.num_nodes,):
+        raise ValueError(
+            f"p1_stiffness_norm_bound: mass must have shape ({space.num_nodes},), "
+            f"got {tuple(mass.shape)}"
+        )
+    abs_local = np.abs(_local_stiffness(space)).astype(dtype)
+    return _gershgorin(k_cell, mass, abs_local, space.cells, space.num_nodes)
+
+
+@functools.partial(jax.jit, static_argnames="num_nodes")
+def _gershgorin(k_cell, mass, abs_local, cells, num_nodes):
     # Row i of |D^{-1/2} K D^{-1/2}| summed: d_i^{-1/2} sum_T kappa_T sum_j |S_T,ij| d_j^{-1/2}.
+    inv_sqrt = 1.0 / jnp.sqrt(mass)
     row_cell = jnp.einsum("cij,cj->ci", abs_local, inv_sqrt[cells]) * jnp.abs(k_cell)[..., None]
-    rows = jax.ops.segment_sum(row_cell.reshape(-1), cells.reshape(-1), space.num_nodes)
+    rows = jax.ops.segment_sum(row_cell.reshape(-1), cells.reshape(-1), num_nodes)
     return jnp.max(rows * inv_sqrt)

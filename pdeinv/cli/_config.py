@@ -232,15 +232,22 @@ SCHEMA: dict[str, Any] = {
         ),
         "learning_rate": Option(0.05, "float", "Adam step size.", positive=True),
         "log_bounds": Option(
-            [-10.0, 10.0],
+            [-5.0, 5.0],
             "floats",
-            "Bounds on the log-coefficient for L-BFGS-B (keeps the PDE well posed).",
+            "Bounds on the log-coefficient for L-BFGS-B (keeps the PDE well posed "
+            "and the solves cheap).",
             length=2,
         ),
     },
     "solver": {
         "tol": Option(1e-8, "float", "Tolerance of pdeinv.expm_multiply.", positive=True),
         "krylov_dim": Option(30, "int", "Krylov subspace dimension.", minimum=2),
+        "max_steps": Option(
+            1000,
+            "int",
+            "Step budget of one solve (memory: one state per step for the gradient).",
+            positive=True,
+        ),
         "method": Option(
             "auto",
             "str",

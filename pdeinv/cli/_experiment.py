@@ -53,7 +53,11 @@ class Experiment:
 
 def solver_options(config: dict) -> dict:
     """Keyword arguments for :func:`pdeinv.models.simulate`."""
-    options = {"tol": config["solver"]["tol"], "krylov_dim": config["solver"]["krylov_dim"]}
+    options = {
+        "tol": config["solver"]["tol"],
+        "krylov_dim": config["solver"]["krylov_dim"],
+        "max_steps": config["solver"]["max_steps"],
+    }
     if config["solver"]["method"] != "auto":
         options["method"] = config["solver"]["method"]
     return options
@@ -465,6 +469,16 @@ def fit_metrics(experiment, outcome, *, diffrax_check, check_time_s, statistics,
     return metrics
 
 
+def run_title(config: dict, experiment) -> str:
+    """Short description for figure titles, e.g. ``heat: heat PDE, 1024 nodes, 1% noise``."""
+    noise = config["noise"]["level"]
+    where = "P1 mesh" if config["model"]["mesh"] else "grid"
+    return (
+        f"{config['name']} — {config['model']['pde'].replace('_', '-')} on a {where} with "
+        f"{experiment.space.num_nodes} nodes, {noise * 100:g}% noise"
+    )
+
+
 def write_fit_folder(folder: Path, experiment, outcome, metrics) -> None:
     """config.yaml, metrics.json, result.npz, fields.vtu and the figures."""
     config = experiment.config
@@ -476,7 +490,7 @@ def write_fit_folder(folder: Path, experiment, outcome, metrics) -> None:
     arrays = {
         **_space_arrays(experiment.space),
         "coefficient": np.asarray(experiment.coefficient),
-        "title": np.asarray(f"{config['name']} ({config['model']['pde']})"),
+        "title": np.asarray(run_title(config, experiment)),
         "recovered_field": recovered,
         "true_field": true,
         "initial_field": np.exp(np.asarray(problem.parameters.field(jnp.asarray(experiment.x0)))),

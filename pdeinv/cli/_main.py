@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 # Sub-command modules, each exposing register(subparsers) and run(args) -> int.
@@ -34,11 +35,22 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), run the sub-command, return its exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Overrides may come after options (`fit c.yaml --out d k=v`); argparse's
+    # positional matching would reject them there, so pick them up here.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = list(args.overrides or []) + extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
     debug = getattr(args, "debug", False)
+    if not debug:
+        # A failed solve inside jit is reported by JAX's callback logger with a full
+        # traceback before the exception arrives; the CLI shows one line instead.
+        logging.getLogger("jax._src.callback").setLevel(logging.CRITICAL)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -26,7 +26,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from .. import report
     from ._config import ConfigError, dump_config
-    from ._experiment import _space_arrays, build_experiment, expm_statistics
+    from ._experiment import _space_arrays, build_experiment, expm_statistics, run_title
 
     start = time.perf_counter()
     config = prepare(args)
@@ -42,7 +42,7 @@ def run(args) -> int:
     arrays = {
         **_space_arrays(experiment.space),
         "coefficient": np.asarray(experiment.coefficient),
-        "title": np.asarray(f"{config['name']} ({config['model']['pde']}), truth"),
+        "title": np.asarray(run_title(config, experiment)),
         "true_field": experiment.true_field,
         "times": problem.times,
         "observations": problem.data,

@@ -166,7 +166,14 @@ def _lbfgsb(evaluate, x0, dtype, options, history):
         if key not in cache:
             num_evaluations += 1
             cache.clear()
-            value, misfit, grad = evaluate(jnp.asarray(x, dtype))
+            try:
+                value, misfit, grad = evaluate(jnp.asarray(x, dtype))
+            except jax.errors.JaxRuntimeError:
+                if num_evaluations == 1:
+                    raise  # the starting point itself fails: nothing to backtrack to
+                # A trial point of the line search where the forward solve gives up
+                # (e.g. step budget for an extreme coefficient): treat as +inf.
+                value, misfit, grad = np.inf, np.inf, np.zeros_like(x)
             if not np.isfinite(value):
                 # L-BFGS-B backtracks on +inf; NaN would poison its line search.
                 value, grad = np.inf, np.zeros_like(grad)

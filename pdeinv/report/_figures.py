@@ -209,7 +209,11 @@ def draw_fit(result, path):
             art = geom.draw(axes[row, 2], residual, cmap="RdBu_r", vmin=-bound, vmax=bound,
                             title="residual (observed − predicted)")  # fmt: skip
             _colorbar(fig, axes[row, 2], art, "Δu")
-        fig.suptitle("Data fit at the observation times")
+        fig.suptitle("Data fit at the observation times", fontsize=13)
+        fig.tight_layout(rect=(0, 0, 1, 0.97))
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return
     else:
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
         cmap = plt.get_cmap("viridis")

@@ -102,7 +102,7 @@ def element_geometry(space: Space) -> ElementGeometry:
         )
     ref_grads = np.vstack([-np.ones((1, dim)), np.eye(dim)])  # (d+1, d)
     # grad_x phi = J^{-T} grad_ref phi, i.e. row vectors grad_ref^T J^{-1}.
-    grads = np.einsum("md,cde->cme", ref_grads, np.linalg.inv(jac))
+    grads = np.matmul(ref_grads, np.linalg.inv(jac))  # batched; einsum is slow here
     geometry = ElementGeometry(grads=grads, volumes=volumes)
     _GEOMETRY_CACHE[space] = geometry
     return geometry
@@ -111,9 +111,8 @@ def element_geometry(space: Space) -> ElementGeometry:
 def _local_stiffness(space: Space) -> np.ndarray:
     """``(num_cells, d+1, d+1)`` element matrices ``|T| G G^T`` for kappa = 1."""
     geometry = element_geometry(space)
-    return geometry.volumes[:, None, None] * np.einsum(
-        "cid,cjd->cij", geometry.grads, geometry.grads
-    )
+    grads = geometry.grads
+    return geometry.volumes[:, None, None] * np.matmul(grads, np.swapaxes(grads, 1, 2))
 
 
 # ---------------------------------------------------------------------------

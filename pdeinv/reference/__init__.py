@@ -1,1 +1,17 @@
-"""pdeinv.reference (see docs/interfaces.md)."""
+"""Reference ODE solves of pdeinv models with diffrax (cross-check and comparison).
+
+See ``docs/interfaces.md``: :func:`solve` is the differentiable reference solve,
+:func:`solve_info` its non-raising variant with statistics.
+"""
+
+from ._solve import ADJOINTS as ADJOINTS
+from ._solve import SOLVERS as SOLVERS
+from ._solve import STABILITY_CONSTANTS as STABILITY_CONSTANTS
+from ._solve import ReferenceSolution as ReferenceSolution
+from ._solve import ReferenceSolveError as ReferenceSolveError
+from ._solve import count_matvecs as count_matvecs
+from ._solve import describe_result as describe_result
+from ._solve import num_rhs_evaluations as num_rhs_evaluations
+from ._solve import solve as solve
+from ._solve import solve_info as solve_info
+from ._solve import stability_step as stability_step

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from ..expm import augment_affine, expm_multiply
 from ._model import Model
 
 
@@ -30,8 +31,6 @@ def simulate(model: Model, params, times, *, u0=None, **expm_kwargs):
         Shape ``(n_state,)`` for a scalar time, else ``(len(times), n_state)``.
         Differentiable with respect to ``params`` and ``u0``.
     """
-    from ..expm import augment_affine, expm_multiply
-
     u0 = model.u0 if u0 is None else jnp.asarray(u0)
     if model.source is None:
         expm_kwargs.setdefault("method", "lanczos" if model.symmetric else "arnoldi")

@@ -1,0 +1,309 @@
+"""expm_multiply: values and gradients against dense scipy references."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.linalg
+
+from pdeinv.expm import expm_multiply, expm_multiply_info
+
+
+def rel(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300)
+
+
+# ---------------------------------------------------------------- test operators
+
+
+def diffusion_matvec(u, params):
+    """1-D -d/dx(kappa du/dx), homogeneous Dirichlet, kappa = exp(m) on n+1 faces."""
+    kappa = jnp.exp(params["log_kappa"])
+    up = jnp.pad(u, 1)
+    flux = kappa * (up[1:] - up[:-1])
+    return (flux[1:] - flux[:-1]) * params["scale"]
+
+
+def advdiff_matvec(u, params):
+    """Diffusion plus central advection with velocity params['velocity'] (nonsymmetric)."""
+    up = jnp.pad(u, 1)
+    advection = params["velocity"] * (up[2:] - up[:-2]) / 2
+    return diffusion_matvec(u, params) - advection * jnp.sqrt(params["scale"])
+
+
+def dense_matrix(matvec, params, n):
+    return jax.vmap(lambda e: matvec(e, params), in_axes=1, out_axes=1)(jnp.eye(n))
+
+
+def reference(matvec, params, v, t, w):
+    """Dense value y = exp(tA)v and gradients of L = w^T y w.r.t. v and params."""
+    n = v.shape[0]
+    a = np.asarray(dense_matrix(matvec, params, n))
+    y = scipy.linalg.expm(t * a) @ np.asarray(v)
+    grad_v = scipy.linalg.expm(t * a.T) @ np.asarray(w)
+    # d(w^T e^{tA} v) = <L(tA^T, w v^T), t dA>.
+    g = t * scipy.linalg.expm_frechet(t * a.T, np.outer(w, v), compute_expm=False)
+    _, vjp = jax.vjp(lambda p: dense_matrix(matvec, p, n), params)
+    (grad_p,) = vjp(jnp.asarray(g))
+    return y, grad_v, grad_p
+
+
+def check_against_reference(matvec, params, v, t, method, tol, factor=100.0):
+    n = v.shape[0]
+    w = jnp.asarray(np.random.default_rng(1).standard_normal(n))
+
+    def loss(v, params):
+        return jnp.dot(w, expm_multiply(matvec, v, params, t, tol=tol, method=method))
+
+    y = expm_multiply(matvec, v, params, t, tol=tol, method=method)
+    grad_v, grad_p = jax.grad(loss, argnums=(0, 1))(v, params)
+    y_ref, grad_v_ref, grad_p_ref = reference(matvec, params, v, t, w)
+    assert rel(y, y_ref) < factor * tol
+    assert rel(grad_v, grad_v_ref) < factor * tol
+    for key in params:
+        assert rel(grad_p[key], grad_p_ref[key]) < factor * tol, key
+
+
+def diffusion_problem(n, stiffness, seed=0):
+    rng = np.random.default_rng(seed)
+    params = {
+        "log_kappa": jnp.asarray(0.5 * rng.standard_normal(n + 1)),
+        "scale": jnp.asarray(1.0),
+    }
+    norm = np.linalg.norm(np.asarray(dense_matrix(diffusion_matvec, params, n)), 2)
+    params["scale"] = jnp.asarray(stiffness / norm)  # so that ||A|| = stiffness at t = 1
+    x = np.linspace(0, 1, n)
+    v = jnp.asarray(np.sin(np.pi * x) + 0.3 * rng.standard_normal(n))
+    return params, v
+
+
+# ---------------------------------------------------------------- accuracy
+
+
+@pytest.mark.parametrize("stiffness", [1.0, 1e2, 1e5])
+@pytest.mark.parametrize("tol", [1e-10, 1e-6, 1e-3])
+def test_symmetric_diffusion_lanczos(stiffness, tol):
+    params, v = diffusion_problem(40, stiffness)
+    check_against_reference(diffusion_matvec, params, v, 1.0, "lanczos", tol)
+
+
+@pytest.mark.parametrize("stiffness", [1.0, 1e3])
+@pytest.mark.parametrize("tol", [1e-10, 1e-5])
+def test_symmetric_diffusion_arnoldi(stiffness, tol):
+    params, v = diffusion_problem(40, stiffness, seed=2)
+    check_against_reference(diffusion_matvec, params, v, 1.0, "arnoldi", tol)
+
+
+@pytest.mark.parametrize("stiffness", [10.0, 1e3])
+@pytest.mark.parametrize("tol", [1e-10, 1e-6, 1e-3])
+def test_nonsymmetric_advection_diffusion(stiffness, tol):
+    params, v = diffusion_problem(50, stiffness, seed=3)
+    params["velocity"] = jnp.asarray(3.0)
+    check_against_reference(advdiff_matvec, params, v, 0.7, "arnoldi", tol)
+
+
+def dense_matvec(v, params):
+    return params["a"] @ v
+
+
+@pytest.mark.parametrize("norm", [0.1, 3.0, 30.0, 300.0])
+def test_dense_random_matrices(norm):
+    # Shapes and norms in the spirit of SciPy's own expm_multiply tests.
+    rng = np.random.default_rng(int(norm * 10))
+    n = 25
+    a = rng.standard_normal((n, n))
+    a *= norm / np.linalg.norm(a, 1)
+    a -= 0.5 * norm * np.eye(n)  # keep exp(A) representable for the larger norms
+    v = jnp.asarray(rng.standard_normal(n))
+    check_against_reference(dense_matvec, {"a": jnp.asarray(a)}, v, 1.0, "arnoldi", 1e-8)
+
+
+def test_several_output_times_match_separate_calls():
+    params, v = diffusion_problem(30, 1e3)
+    ts = jnp.asarray([0.0, 0.01, 0.01, 0.3, 1.0])
+    ys = expm_multiply(diffusion_matvec, v, params, ts, tol=1e-10, method="lanczos")
+    a = np.asarray(dense_matrix(diffusion_matvec, params, 30))
+    for i, t in enumerate(np.asarray(ts)):
+        assert rel(ys[i], scipy.linalg.expm(t * a) @ np.asarray(v)) < 1e-8
+    # Gradient of a loss on all outputs: against a sum of single-time references.
+    w = jnp.asarray(np.random.default_rng(4).standard_normal((5, 30)))
+
+    def loss(v, params):
+        out = expm_multiply(diffusion_matvec, v, params, ts, tol=1e-10, method="lanczos")
+        return jnp.sum(w * out)
+
+    grad_v, grad_p = jax.grad(loss, argnums=(0, 1))(v, params)
+    refs = [reference(diffusion_matvec, params, v, float(t), w[i]) for i, t in enumerate(ts)]
+    assert rel(grad_v, sum(r[1] for r in refs)) < 1e-8
+    assert rel(grad_p["log_kappa"], sum(r[2]["log_kappa"] for r in refs)) < 1e-8
+
+
+def test_gradient_with_respect_to_time():
+    params, v = diffusion_problem(20, 10.0)
+    f = lambda t: jnp.sum(expm_multiply(diffusion_matvec, v, params, t, tol=1e-12) ** 2)
+    h = 1e-5
+    fd = (f(0.5 + h) - f(0.5 - h)) / (2 * h)
+    assert rel(jax.grad(f)(0.5), fd) < 1e-6
+
+
+def test_zero_vector_and_zero_time():
+    params, v = diffusion_problem(20, 10.0)
+    w = jnp.asarray(np.random.default_rng(5).standard_normal(20))
+    zero = jnp.zeros(20)
+    y = expm_multiply(diffusion_matvec, zero, params, 1.0, method="lanczos")
+    assert np.all(np.asarray(y) == 0)
+    # The gradient w.r.t. v at v = 0 is still exp(tA^T) w: the adjoint sweep must run.
+    loss = lambda v, p: jnp.dot(w, expm_multiply(diffusion_matvec, v, p, 1.0, tol=1e-10))
+    grad_v, grad_p = jax.grad(loss, argnums=(0, 1))(zero, params)
+    _, grad_v_ref, _ = reference(diffusion_matvec, params, zero, 1.0, w)
+    assert rel(grad_v, grad_v_ref) < 1e-8
+    assert np.all(np.isfinite(grad_p["log_kappa"])) and np.all(grad_p["log_kappa"] == 0)
+    # t = 0: identity, gradient w.r.t. v is w, w.r.t. params zero.
+    assert rel(expm_multiply(diffusion_matvec, v, params, 0.0), v) == 0
+    grad_v, grad_p = jax.grad(lambda v, p: jnp.dot(w, expm_multiply(diffusion_matvec, v, p, 0.0)),
+                              argnums=(0, 1))(v, params)
+    assert rel(grad_v, w) == 0 and np.all(grad_p["log_kappa"] == 0)
+
+
+def test_eigenvector_start_is_exact_happy_breakdown():
+    n = 30
+    a = np.diag(-np.arange(1.0, n + 1))
+    v = np.zeros(n)
+    v[3] = 2.0
+    y = expm_multiply(dense_matvec, jnp.asarray(v), {"a": jnp.asarray(a)}, 2.0, tol=1e-12)
+    assert rel(y, np.exp(-8.0) * v) < 1e-13
+
+
+# ---------------------------------------------------------------- derivatives
+
+
+def test_gradient_matches_finite_differences_and_taylor():
+    params, v = diffusion_problem(30, 300.0, seed=7)
+    params["velocity"] = jnp.asarray(1.5)
+    data = jnp.asarray(np.random.default_rng(8).standard_normal(30))
+
+    def loss(m):
+        p = dict(params, log_kappa=m)
+        y = expm_multiply(advdiff_matvec, v, p, 0.5, tol=1e-13)
+        return 0.5 * jnp.sum((y - data) ** 2)
+
+    m0 = params["log_kappa"]
+    grad = jax.grad(loss)(m0)
+    direction = jnp.asarray(np.random.default_rng(9).standard_normal(m0.shape))
+    # h balances truncation (h^2) against the step-size controller's tol / h noise.
+    h = 1e-4
+    fd = (loss(m0 + h * direction) - loss(m0 - h * direction)) / (2 * h)
+    assert abs(jnp.dot(grad, direction) - fd) < 1e-6 * abs(fd)
+    # Taylor test: |L(m + h d) - L(m) - h <g, d>| = O(h^2).
+    hs = np.array([1e-1, 5e-2, 2.5e-2, 1.25e-2])
+    rem = [abs(loss(m0 + h * direction) - loss(m0) - h * jnp.dot(grad, direction)) for h in hs]
+    orders = np.diff(np.log(rem)) / np.diff(np.log(hs))
+    assert np.all(orders > 1.9), orders
+
+
+def test_transpose_matvec_dot_product():
+    from pdeinv.expm._expm import _transpose_apply
+
+    params, _ = diffusion_problem(30, 10.0)
+    params["velocity"] = jnp.asarray(2.0)
+    rng = np.random.default_rng(10)
+    x, y = (jnp.asarray(rng.standard_normal(30)) for _ in range(2))
+    at = _transpose_apply(advdiff_matvec, params, x)
+    lhs = jnp.dot(advdiff_matvec(x, params), y)
+    assert abs(lhs - jnp.dot(x, at(y))) < 1e-12 * abs(lhs)
+
+
+def test_discrete_adjoint_option_on_a_mild_problem():
+    params, v = diffusion_problem(20, 5.0)
+    w = jnp.asarray(np.random.default_rng(11).standard_normal(20))
+    loss = lambda v, p: jnp.dot(
+        w, expm_multiply(diffusion_matvec, v, p, 1.0, tol=1e-12, gradient="discrete")
+    )
+    grad_v, grad_p = jax.grad(loss, argnums=(0, 1))(v, params)
+    _, grad_v_ref, grad_p_ref = reference(diffusion_matvec, params, v, 1.0, w)
+    assert rel(grad_v, grad_v_ref) < 1e-8
+    assert rel(grad_p["log_kappa"], grad_p_ref["log_kappa"]) < 1e-8
+
+
+# ---------------------------------------------------------------- transformations
+
+
+def test_jit_vmap_and_closure():
+    params, v = diffusion_problem(20, 50.0)
+    vs = jnp.stack([v, 2 * v, jnp.roll(v, 3)])
+    f = jax.jit(lambda v, p: expm_multiply(diffusion_matvec, v, p, 0.3, method="lanczos"))
+    batched = jax.vmap(f, in_axes=(0, None))(vs, params)
+    for i in range(3):
+        assert rel(batched[i], f(vs[i], params)) < 1e-12
+    # A matvec that closes over a differentiated value gets its gradient too.
+    def loss(scale):
+        mv = lambda u, p: scale * diffusion_matvec(u, p)
+        return jnp.sum(expm_multiply(mv, v, params, 0.3, tol=1e-12) ** 2)
+
+    h = 1e-6
+    fd = (loss(1.0 + h) - loss(1.0 - h)) / (2 * h)
+    assert rel(jax.grad(loss)(1.0), fd) < 1e-6
+
+
+def test_float32_smoke():
+    params, v = diffusion_problem(30, 100.0)
+    p32 = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), params)
+    y = expm_multiply(diffusion_matvec, v.astype(jnp.float32), p32, 1.0, tol=1e-5,
+                      method="lanczos")
+    assert y.dtype == jnp.float32
+    y_ref, *_ = reference(diffusion_matvec, params, v, 1.0, np.zeros(30))
+    assert rel(y, y_ref) < 1e-4
+    g = jax.grad(lambda p: jnp.sum(expm_multiply(diffusion_matvec, v.astype(jnp.float32), p, 1.0,
+                                                 tol=1e-5) ** 2))(p32)
+    assert g["log_kappa"].dtype == jnp.float32 and np.all(np.isfinite(g["log_kappa"]))
+
+
+def test_statistics():
+    params, v = diffusion_problem(40, 1e3)
+    y, stats = expm_multiply_info(diffusion_matvec, v, params, 1.0, tol=1e-8, krylov_dim=20)
+    assert int(stats.num_steps) >= 1
+    assert int(stats.num_matvecs) == 20 * int(stats.num_steps)
+    assert 0 <= float(stats.error_estimate) < 1e-6
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(tol=0.0), "tol"),
+        (dict(tol=-1.0), "tol"),
+        (dict(method="magnus"), "method"),
+        (dict(gradient="bogus"), "gradient"),
+        (dict(krylov_dim=0), "krylov_dim"),
+        (dict(max_steps=0), "max_steps"),
+        (dict(t=-1.0), "t"),
+        (dict(t=jnp.asarray([0.0, 1.0, 0.5])), "non-decreasing"),
+        (dict(t=jnp.nan), "t"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    params, v = diffusion_problem(10, 1.0)
+    t = kwargs.pop("t", 1.0)
+    with pytest.raises(ValueError, match=match):
+        expm_multiply(diffusion_matvec, v, params, t, **kwargs)
+
+
+def test_bad_vectors():
+    params, v = diffusion_problem(10, 1.0)
+    with pytest.raises(ValueError, match="v"):
+        expm_multiply(diffusion_matvec, v.at[2].set(jnp.nan), params)
+    with pytest.raises(ValueError, match="1-D"):
+        expm_multiply(diffusion_matvec, jnp.ones((2, 5)), params)
+    with pytest.raises(ValueError, match="shape"):
+        expm_multiply(lambda u, p: jnp.concatenate([u, u]), v, params)
+
+
+def test_step_budget_raises():
+    params, v = diffusion_problem(40, 1e4)
+    with pytest.raises(Exception, match="max_steps"):
+        jax.block_until_ready(
+            expm_multiply(diffusion_matvec, v, params, 1.0, krylov_dim=4, max_steps=2, tol=1e-10)
+        )

@@ -103,16 +103,26 @@ def element_geometry(space: Space) -> ElementGeometry:
     ref_grads = np.vstack([-np.ones((1, dim)), np.eye(dim)])  # (d+1, d)
     # grad_x phi = J^{-T} grad_ref phi, i.e. row vectors grad_ref^T J^{-1}.
     grads = np.matmul(ref_grads, np.linalg.inv(jac))  # batched; einsum is slow here
+    grads.flags.writeable = False  # cached and shared between operators
+    volumes.flags.writeable = False
     geometry = ElementGeometry(grads=grads, volumes=volumes)
     _GEOMETRY_CACHE[space] = geometry
     return geometry
 
 
+_LOCAL_STIFFNESS_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _local_stiffness(space: Space) -> np.ndarray:
-    """``(num_cells, d+1, d+1)`` element matrices ``|T| G G^T`` for kappa = 1."""
-    geometry = element_geometry(space)
-    grads = geometry.grads
-    return geometry.volumes[:, None, None] * np.matmul(grads, np.swapaxes(grads, 1, 2))
+    """``(num_cells, d+1, d+1)`` element matrices ``|T| G G^T`` for kappa = 1 (cached)."""
+    local = _LOCAL_STIFFNESS_CACHE.get(space)
+    if local is None:
+        geometry = element_geometry(space)
+        grads = geometry.grads
+        local = geometry.volumes[:, None, None] * np.matmul(grads, np.swapaxes(grads, 1, 2))
+        local.flags.writeable = False
+        _LOCAL_STIFFNESS_CACHE[space] = local
+    return local
 
 
 # ---------------------------------------------------------------------------
@@ -202,7 +212,8 @@ def _cell_kappa(kappa, cells, num_nodes: int, location: str, dtype, name: str):
         return kappa.astype(dtype)
     if kappa.ndim == 1:
         if kappa.shape[0] == num_nodes and location in ("auto", "node"):
-            return jnp.mean(kappa.astype(dtype)[cells], axis=1)
+            kappa_at_cells = kappa.astype(dtype).at[cells].get(mode="promise_in_bounds")
+            return jnp.mean(kappa_at_cells, axis=1)
         if kappa.shape[0] == num_cells and location in ("auto", "cell"):
             return kappa.astype(dtype)
     allowed = {
@@ -293,7 +304,8 @@ def p1_stiffness_matvec(
         k_cell = _cell_kappa(kappa, kappa_cells, num_nodes, location, u.dtype, "matvec")
         if reduced:
             u = jnp.concatenate([u, jnp.zeros((1,), u.dtype)])
-        u_cell = u[gather_index]  # (c, d+1)
+        # (c, d+1); indices are valid by construction, so skip XLA's bounds handling
+        u_cell = u.at[gather_index].get(mode="promise_in_bounds")
         y_cell = jnp.einsum("cij,cj->ci", local_matrices(u.dtype), u_cell) * k_cell[..., None]
         y = jax.ops.segment_sum(y_cell.reshape(-1), scatter_index, num_segments=num_segments)
         return y[:n] if reduced else y

@@ -82,13 +82,16 @@ def build_model(config: dict, space, params: dict, u0_field: np.ndarray, dtype) 
     params = {k: jnp.asarray(v, dtype) for k, v in params.items()}
     if pde == "heat":
         if config["model"]["mesh"] is not None:
-            return models.heat_p1(space, log_kappa=params["log_kappa"], u0=u0, bc=bc)
-        return models.heat_fd(space, log_kappa=params["log_kappa"], u0=u0, bc=bc)
+            dirichlet = None
+            if bc == "dirichlet":
+                from ..discretize import boundary_facets
+
+                dirichlet = np.unique(boundary_facets(space.cells, space.cell_type))
+            return models.heat_p1(space, params["log_kappa"], u0, dirichlet=dirichlet)
+        return models.heat_fd(space, params["log_kappa"], u0, bc=bc)
     if pde == "wave":
-        return models.wave_fd(space, log_c=params["log_c"], u0=u0, bc=bc)
-    return models.advection_diffusion_fd(
-        space, log_kappa=params["log_kappa"], velocity=params["velocity"], u0=u0, bc=bc
-    )
+        return models.wave_fd(space, params["log_c"], u0, bc=bc)
+    return models.advection_diffusion_fd(space, params["log_kappa"], params["velocity"], u0, bc=bc)
 
 
 def _field_spec(config: dict, dim: int) -> inverse.FieldSpec:

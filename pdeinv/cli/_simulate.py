@@ -48,7 +48,7 @@ def run(args) -> int:
         "observations": problem.data,
         "clean_observations": experiment.clean_data,
         "predictions": experiment.clean_data,
-        "prediction_label": np.asarray("noise-free"),
+        "prediction_label": np.asarray("noise-free data"),
         "observation_kind": np.asarray(experiment.observation_kind),
         "noise_sigma": np.asarray(np.mean(problem.sigma)),
         "sigma": np.asarray(np.mean(problem.sigma)),

@@ -117,14 +117,17 @@ def draw_coefficient(result, path):
     geom = _Geometry(result)
     name = str(result.get("coefficient", "kappa"))
     symbol = _SYMBOL.get(name, name)
-    recovered = np.asarray(result["recovered_field"], dtype=float)
+    recovered = result.get("recovered_field")
     true = result.get("true_field")
-    panels = 3 if true is not None else 1
+    shown = [np.asarray(f, dtype=float) for f in (true, recovered) if f is not None]
+    lo = min(f.min() for f in shown)
+    hi = max(f.max() for f in shown)
+    panels = 3 if len(shown) == 2 else 1
     fig, axes = plt.subplots(1, panels, figsize=(5.0 * panels, 4.3), squeeze=False)
     axes = axes[0]
-    lo = min(recovered.min(), true.min()) if true is not None else recovered.min()
-    hi = max(recovered.max(), true.max()) if true is not None else recovered.max()
-    if true is not None:
+    sensors = result.get("sensor_locations")
+    if true is not None and recovered is not None:
+        true, recovered = shown
         art = geom.draw(axes[0], true, cmap="viridis", vmin=lo, vmax=hi, title=f"true {symbol}")
         _colorbar(fig, axes[0], art, symbol)
         rel = np.linalg.norm(recovered - true) / np.linalg.norm(true)
@@ -139,11 +142,18 @@ def draw_coefficient(result, path):
             title=f"error (recovered − true), rel. L2 = {rel:.3f}",
         )  # fmt: skip
         _colorbar(fig, axes[2], art, f"Δ{symbol}")
+        sensor_axes = axes[1:2]
     else:
+        label = "true" if true is not None else "recovered"
         art = geom.draw(
-            axes[0], recovered, cmap="viridis", vmin=lo, vmax=hi, title=f"recovered {symbol}"
+            axes[0], shown[0], cmap="viridis", vmin=lo, vmax=hi, title=f"{label} {symbol}"
         )
         _colorbar(fig, axes[0], art, symbol)
+        sensor_axes = axes[:1]
+    if sensors is not None and np.size(sensors) and geom.dim == 2:
+        for ax in sensor_axes:
+            ax.plot(sensors[:, 0], sensors[:, 1], "w+", ms=6, mew=1.2, label="sensors")
+            ax.legend(loc="upper right", fontsize=7, framealpha=0.6)
     fig.suptitle(f"Coefficient {symbol}: {result.get('title', '')}".rstrip(": "))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -190,6 +200,7 @@ def draw_fit(result, path):
     times = np.asarray(result["times"], dtype=float)
     observed = np.asarray(result["observations"], dtype=float)
     predicted = np.asarray(result["predictions"], dtype=float)
+    label = str(result.get("prediction_label", "predicted"))
     full = str(result.get("observation_kind", "full")) == "full" and "points" in result
     if full and np.asarray(result["points"]).shape[1] >= 2:
         geom = _Geometry(result)
@@ -202,12 +213,12 @@ def draw_fit(result, path):
                             title=f"observed u, t = {times[i]:.3g}")  # fmt: skip
             _colorbar(fig, axes[row, 0], art, "u")
             art = geom.draw(axes[row, 1], predicted[i], cmap="magma", vmin=lo, vmax=hi,
-                            title=f"predicted u, t = {times[i]:.3g}")  # fmt: skip
+                            title=f"{label} u, t = {times[i]:.3g}")  # fmt: skip
             _colorbar(fig, axes[row, 1], art, "u")
             residual = observed[i] - predicted[i]
             bound = float(np.max(np.abs(residual))) or 1.0
             art = geom.draw(axes[row, 2], residual, cmap="RdBu_r", vmin=-bound, vmax=bound,
-                            title="residual (observed − predicted)")  # fmt: skip
+                            title=f"residual (observed − {label})")  # fmt: skip
             _colorbar(fig, axes[row, 2], art, "Δu")
         fig.suptitle("Data fit at the observation times", fontsize=13)
         fig.tight_layout(rect=(0, 0, 1, 0.97))
@@ -224,8 +235,8 @@ def draw_fit(result, path):
         hi = max(observed.max(), predicted.max())
         axes[0].plot([lo, hi], [lo, hi], "k--", lw=1, label="perfect fit")
         axes[0].set_xlabel("observed")
-        axes[0].set_ylabel("predicted")
-        axes[0].set_title("Sensors: observed vs predicted")
+        axes[0].set_ylabel(label)
+        axes[0].set_title(f"Sensors: observed vs {label}")
         axes[0].legend(fontsize=8)
         axes[0].set_aspect("equal")
         sigma = result.get("noise_sigma")
@@ -262,7 +273,7 @@ def draw_figures(folder) -> list[Path]:
     ):
         if name == CONVERGENCE_FIGURE and "history_objective" not in result:
             continue  # a `simulate` run has no optimiser history
-        if name == KAPPA_FIGURE and "recovered_field" not in result:
+        if name == KAPPA_FIGURE and not {"recovered_field", "true_field"} & set(result):
             continue
         if name == FIT_FIGURE and "predictions" not in result:
             continue

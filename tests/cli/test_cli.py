@@ -1,0 +1,179 @@
+"""End-to-end CLI: fit / simulate / plot, run folders, errors, reproducibility."""
+
+import io
+import json
+
+import meshio
+import numpy as np
+import pytest
+import yaml
+
+from pdeinv.cli import main
+from pdeinv.cli._progress import Progress
+from pdeinv.inverse import IterationInfo
+
+TINY = """
+seed: 1
+model: {pde: heat, grid: [8, 8], initial_condition: bumps}
+truth: {field: inclusion, radius: 0.25}
+observations: {times: [0.005, 0.01]}
+noise: {level: 0.01}
+regularization: {kind: h1, weight: 1.0}
+optimizer: {max_iter: 4}
+"""
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY)
+    return path
+
+
+def test_help_lists_subcommands(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for name in ("fit", "simulate", "plot"):
+        assert name in out
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    assert "dotted.key=value" in capsys.readouterr().out
+
+
+def test_fit_writes_run_folder_and_reruns_identically(tiny, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["fit", str(tiny), "--out", str(out), "--quiet", "check.enabled=true"]) == 0
+    stdout = capsys.readouterr().out
+    assert "kappa_relative_error" in stdout
+    for name in ("config.yaml", "metrics.json", "result.npz", "fields.vtu", "kappa.png",
+                 "convergence.png", "fit.png"):  # fmt: skip
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("kappa_relative_error", "data_misfit", "iterations", "wall_time_s",
+                "diffrax_check", "solver_statistics"):  # fmt: skip
+        assert key in metrics, key
+    assert metrics["iterations"] <= 4
+    assert metrics["diffrax_check"] < 1e-6
+    assert metrics["solver_statistics"]["num_matvecs"] > 0
+    mesh = meshio.read(out / "fields.vtu")
+    assert {"kappa_true", "kappa_recovered", "kappa_error"} <= set(mesh.point_data)
+    result = np.load(out / "result.npz")
+    assert result["history_objective"].shape == (metrics["iterations"] + 1,)
+    assert result["observations"].shape == (2, 64)
+
+    # The resolved config reproduces the run exactly (seeded noise, deterministic fit).
+    resolved = yaml.safe_load((out / "config.yaml").read_text())
+    assert resolved["optimizer"]["max_iter"] == 4 and resolved["name"] == "tiny"
+    again = tmp_path / "again"
+    assert main(["fit", str(out / "config.yaml"), "--out", str(again), "--quiet"]) == 0
+    result2 = np.load(again / "result.npz")
+    np.testing.assert_array_equal(result["observations"], result2["observations"])
+    np.testing.assert_array_equal(result["x"], result2["x"])
+
+
+def test_existing_folder_needs_force(tiny, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    assert main(["fit", str(tiny), "--out", str(out), "optimizer.max_iter=1"]) == 1
+    err = capsys.readouterr().err
+    assert "already exists" in err and "--force" in err
+    assert main(["fit", str(tiny), "--out", str(out), "--force", "--quiet",
+                 "optimizer.max_iter=1", "check.enabled=false", "output.figures=false"]) == 0  # fmt: skip
+    assert (out / "metrics.json").is_file()
+
+
+def test_default_run_folder_under_runs(tiny, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    args = ["optimizer.max_iter=1", "check.enabled=false", "output.figures=false"]
+    assert main(["fit", str(tiny), "--quiet", *args]) == 0
+    folders = list((tmp_path / "runs").iterdir())
+    assert len(folders) == 1 and folders[0].name.startswith("tiny-")
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (
+            "optimizer.max_iters=3",
+            "unknown key 'optimizer.max_iters'; did you mean 'optimizer.max_iter'?",
+        ),
+        ("noise.level=-1", "noise.level must be >= 0.0"),
+        ("model.mesh=missing.msh", "model.mesh: file not found"),
+        ("truth.field=__import__('os')", "truth.field"),
+        ("truth.field=x - 2", "truth.field = 'x - 2' must be positive"),
+    ],
+)
+def test_bad_input_one_line_error(tiny, tmp_path, capsys, override, message):
+    code = main(["fit", str(tiny), "--out", str(tmp_path / "r"), override])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert message in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_debug_shows_traceback(tiny, tmp_path):
+    from pdeinv.cli._config import ConfigError
+
+    with pytest.raises(ConfigError):
+        main(["fit", str(tiny), "--out", str(tmp_path / "r"), "--debug", "noise.levl=1"])
+
+
+def test_simulate_then_fit_from_file_then_plot(tiny, tmp_path, capsys):
+    sim = tmp_path / "sim"
+    args = ["observations.kind=sensors", "observations.sensors.count=9"]
+    assert main(["simulate", str(tiny), "--out", str(sim), *args]) == 0
+    data = np.load(sim / "result.npz")
+    assert data["observations"].shape == (2, 9) and data["sensors"].shape == (9, 2)
+    assert (sim / "kappa.png").is_file() and (sim / "fit.png").is_file()
+
+    fit_dir = tmp_path / "fit"
+    code = main([
+        "fit", str(tiny), "--out", str(fit_dir), "--quiet", "data.source=file",
+        f"data.file={sim / 'result.npz'}", "optimizer.max_iter=2", "check.enabled=false",
+        "parameterization.kind=coarse", "parameterization.coarse_grid=[3, 3]",
+    ])  # fmt: skip
+    assert code == 0
+    metrics = json.loads((fit_dir / "metrics.json").read_text())
+    assert metrics["num_data"] == 18 and metrics["num_unknowns"] == 9
+    assert "kappa_relative_error" in metrics  # the file carried the truth
+
+    (fit_dir / "kappa.png").unlink()
+    capsys.readouterr()
+    assert main(["plot", str(fit_dir)]) == 0
+    assert (fit_dir / "kappa.png").is_file()
+    assert main(["plot", str(tmp_path)]) == 1
+    assert "not a run folder" in capsys.readouterr().err
+
+
+def info(i):
+    return IterationInfo(i, 10.0 / (i + 1), 1.0, 5.0, 0.1, 0.5 * i)
+
+
+def test_progress_lines_plain_live_and_quiet():
+    plain = io.StringIO()
+    progress = Progress(plain)
+    for i in range(3):
+        progress(info(i))
+    lines = plain.getvalue().splitlines()
+    assert len(lines) == 3 and all(line.startswith("iter") for line in lines)
+    assert "objective" in lines[0] and "|grad|" in lines[0] and "step" in lines[0]
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    live = Terminal()
+    progress = Progress(live)
+    progress(info(0))
+    progress(info(1))
+    progress.message("done")
+    text = live.getvalue()
+    assert text.count("\r") == 2 and text.endswith("done\n")
+
+    quiet = io.StringIO()
+    progress = Progress(quiet, quiet=True)
+    progress(info(0))
+    progress.message("x")
+    assert quiet.getvalue() == ""

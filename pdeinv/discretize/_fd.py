@@ -7,9 +7,9 @@ Non-zero boundary data are affine and live in the matching ``*_source`` function
 that the discrete operator applied to the exact solution is
 ``matvec(u, coef) + source(coef)``.
 
-The stencils pad the grid array with one ghost layer per axis (see
-:mod:`pdeinv.discretize._grid` for the ghost rules) and use array slicing only: no
-matrix is formed, so they run on 1024^2 grids in float32 and float64.
+The stencils use array slices and pads only, with one ghost value per boundary face
+(see :mod:`pdeinv.discretize._grid` for the ghost rules): no matrix is formed, so they
+run on 1024^2 grids in float32 and float64.
 """
 
 from __future__ import annotations
@@ -26,15 +26,49 @@ SCHEMES = ("upwind", "central")
 
 
 # --------------------------------------------------------------------------------------
-# Ghost layers
+# Faces and ghost values
+#
+# Along each axis a point i has a left face i - 1/2 and a right face i + 1/2.  Values on
+# the n - 1 interior faces come from slices of the grid array; the two boundary faces
+# come from the ghost rule.  Both are placed with ``lax.pad`` (no ``concatenate``):
+# XLA fuses pads into the surrounding elementwise loop, which made the 1024^2 matvec
+# about 7x faster on CPU than padding the state with ghost layers.
 
 
 def _slice(x, start, stop, axis):
     return lax.slice_in_dim(x, start, stop, axis=axis)
 
 
+def _embed(x, axis, before, after):
+    """``x`` zero-padded by ``before``/``after`` entries along ``axis``."""
+    config = [(0, 0, 0)] * x.ndim
+    config[axis] = (before, after, 0)
+    return lax.pad(x, jnp.zeros((), x.dtype), config)
+
+
+def _faces(interior, lo, hi, axis, n):
+    """Per-point values ``(left, right)`` at faces ``i -+ 1/2``.
+
+    ``interior`` holds the ``n - 1`` interior face values along ``axis``; ``lo``/``hi``
+    the boundary-face values (size 1 along ``axis``) or ``None`` for zero.
+    """
+    left = _embed(interior, axis, 1, 0)
+    right = _embed(interior, axis, 0, 1)
+    if lo is not None:
+        left = left + _embed(jnp.broadcast_to(lo, _slab_shape(interior, axis)), axis, 0, n - 1)
+    if hi is not None:
+        right = right + _embed(jnp.broadcast_to(hi, _slab_shape(interior, axis)), axis, n - 1, 0)
+    return left, right
+
+
+def _slab_shape(x, axis):
+    shape = list(x.shape)
+    shape[axis] = 1
+    return tuple(shape)
+
+
 def _ghost_offsets(g: Grid, bcs: BoundaryConditions):
-    """Affine part of each ghost value: ``2 g`` (Dirichlet), ``h g`` (Neumann), else 0."""
+    """Affine part of each ghost value: ``2 g`` (Dirichlet), ``h g`` (Neumann), else None."""
     offsets = []
     for axis, pair in enumerate(bcs.sides):
         h = g.spacing[axis]
@@ -50,28 +84,52 @@ def _ghost_offsets(g: Grid, bcs: BoundaryConditions):
     return tuple(offsets)
 
 
-def _pad_state(U, axis, pair, offsets=None):
-    """``U`` with one ghost layer on both ends of ``axis``."""
+def _boundary_differences(U, axis, pair, offsets=None):
+    """Jumps ``u_right - u_left`` across the two boundary faces (``None`` when zero).
+
+    Ghost rules: Dirichlet ``-edge + 2 g``, Neumann ``edge + h g``, periodic the
+    opposite edge.
+    """
     n = U.shape[axis]
     first, last = _slice(U, 0, 1, axis), _slice(U, n - 1, n, axis)
     if pair[0].kind == "periodic":
-        return jnp.concatenate([last, U, first], axis=axis)
-    ghosts = []
-    for side, edge, k in zip(pair, (first, last), (0, 1), strict=True):
-        ghost = edge if side.kind == "neumann" else -edge
+        wrap = first - last
+        return wrap, wrap
+    jumps = []
+    for k, (side, edge, sign) in enumerate(zip(pair, (first, last), (1.0, -1.0), strict=True)):
+        jump = 2.0 * sign * edge if side.kind == "dirichlet" else None
         if offsets is not None and offsets[k] is not None:
-            ghost = ghost + jnp.expand_dims(jnp.asarray(offsets[k], U.dtype), axis)
-        ghosts.append(ghost)
-    return jnp.concatenate([ghosts[0], U, ghosts[1]], axis=axis)
+            data = -sign * jnp.expand_dims(jnp.asarray(offsets[k], U.dtype), axis)
+            jump = data if jump is None else jump + data
+        jumps.append(jump)
+    return tuple(jumps)
 
 
-def _pad_coefficient(K, axis, periodic):
-    """Coefficient with one ghost layer: edge value (or wrapped for periodic axes)."""
+def _coefficient_slice(K, start, stop, axis):
+    return K if K.ndim == 0 else _slice(K, start, stop, axis)
+
+
+def _boundary_kappa(K, axis, pair, mean):
+    """Diffusivity on the two boundary faces.
+
+    Edge value at Dirichlet faces; the face mean of the two edges on periodic axes; at
+    Neumann faces (only used with data) the log-linear extrapolation from the two
+    nearest points, which keeps the data term second order and positive.
+    """
+    if K.ndim == 0:
+        return K, K
     n = K.shape[axis]
     first, last = _slice(K, 0, 1, axis), _slice(K, n - 1, n, axis)
-    if periodic:
-        return jnp.concatenate([last, K, first], axis=axis)
-    return jnp.concatenate([first, K, last], axis=axis)
+    if pair[0].kind == "periodic":
+        wrap = _face_mean(last, first, mean)
+        return wrap, wrap
+    out = []
+    for side, edge, inner in zip(pair, (first, last), (1, n - 2), strict=True):
+        if side.kind == "neumann" and n > 1:
+            inner = _slice(K, inner, inner + 1, axis)
+            edge = edge * jnp.sqrt(edge / inner)  # exp(1.5 log k_edge - 0.5 log k_inner)
+        out.append(edge)
+    return tuple(out)
 
 
 def _face_mean(a, b, mean):
@@ -103,14 +161,19 @@ def _check_choice(value, allowed, name):
 
 def _diffusion(U, K, g, bcs, mean, offsets=None):
     out = jnp.zeros_like(U)
-    K = jnp.broadcast_to(K, U.shape)
     for axis in range(g.dim):
         n, h = U.shape[axis], g.spacing[axis]
-        up = _pad_state(U, axis, bcs.sides[axis], None if offsets is None else offsets[axis])
-        kp = _pad_coefficient(K, axis, bcs.periodic(axis))
-        kf = _face_mean(_slice(kp, 0, n + 1, axis), _slice(kp, 1, n + 2, axis), mean)
-        flux = kf * (_slice(up, 1, n + 2, axis) - _slice(up, 0, n + 1, axis))
-        out = out + (_slice(flux, 1, n + 1, axis) - _slice(flux, 0, n, axis)) / h**2
+        k_interior = _face_mean(
+            _coefficient_slice(K, 0, n - 1, axis), _coefficient_slice(K, 1, n, axis), mean
+        )
+        flux = k_interior * (_slice(U, 1, n, axis) - _slice(U, 0, n - 1, axis))
+        jumps = _boundary_differences(
+            U, axis, bcs.sides[axis], None if offsets is None else offsets[axis]
+        )
+        kappas = _boundary_kappa(K, axis, bcs.sides[axis], mean)
+        boundary_flux = [None if j is None else k * j for j, k in zip(jumps, kappas, strict=True)]
+        left, right = _faces(flux, *boundary_flux, axis, n)
+        out = out + (right - left) / h**2
     return out
 
 
@@ -170,27 +233,11 @@ def diffusion_source(space, bc="neumann", *, mean: str = "harmonic"):
     _check_choice(mean, MEANS, "mean")
     shape = tuple(g.shape)
     offsets = _ghost_offsets(g, bcs)
-    dirichlet_offsets = tuple(
-        tuple(off if side.kind == "dirichlet" else None for off, side in zip(o, pair, strict=True))
-        for o, pair in zip(offsets, bcs.sides, strict=True)
-    )
 
     def source(kappa):
-        K = jnp.broadcast_to(_as_field(kappa, shape, "kappa"), shape)
+        K = _as_field(kappa, shape, "kappa")
         U = jnp.zeros(shape, jnp.result_type(K, float))
-        out = _diffusion(U, K, g, bcs, mean, dirichlet_offsets)
-        for axis, pair in enumerate(bcs.sides):
-            n, h = shape[axis], g.spacing[axis]
-            for side, edge, inner in zip(pair, (0, n - 1), (1, n - 2), strict=True):
-                if side.kind != "neumann" or side.data is None:
-                    continue
-                k0, k1 = _slice(K, edge, edge + 1, axis), _slice(K, inner, inner + 1, axis)
-                kappa_face = k0 * jnp.sqrt(k0 / k1)  # exp(1.5 log k0 - 0.5 log k1)
-                data = jnp.expand_dims(jnp.asarray(side.data, out.dtype), axis)
-                layer = [slice(None)] * g.dim
-                layer[axis] = slice(edge, edge + 1)
-                out = out.at[tuple(layer)].add(kappa_face * data / h)
-        return out.reshape(-1)
+        return _diffusion(U, K, g, bcs, mean, offsets).reshape(-1)
 
     return jax.jit(source)
 
@@ -215,15 +262,15 @@ def diffusion_norm_bound(space, bc="neumann", *, mean: str = "harmonic"):
         row = jnp.zeros(shape, K.dtype)
         for axis in range(g.dim):
             n, h = shape[axis], g.spacing[axis]
-            kp = _pad_coefficient(K, axis, bcs.periodic(axis))
-            kf = _face_mean(_slice(kp, 0, n + 1, axis), _slice(kp, 1, n + 2, axis), mean)
+            k_interior = _face_mean(_slice(K, 0, n - 1, axis), _slice(K, 1, n, axis), mean)
             # A Neumann face carries no term; a Dirichlet face only a diagonal 2 kappa / h^2.
-            weight = np.ones(n + 1)
-            for k, side in zip((0, n), bcs.sides[axis], strict=True):
-                weight[k] = 0.0 if side.kind == "neumann" else 1.0
-            weight = weight.reshape((n + 1,) + (1,) * (g.dim - 1 - axis))
-            kf = kf * weight
-            row = row + 2.0 * (_slice(kf, 0, n, axis) + _slice(kf, 1, n + 1, axis)) / h**2
+            kappas = _boundary_kappa(K, axis, bcs.sides[axis], mean)
+            kappas = [
+                None if side.kind == "neumann" else k
+                for side, k in zip(bcs.sides[axis], kappas, strict=True)
+            ]
+            left, right = _faces(k_interior, *kappas, axis, n)
+            row = row + 2.0 * (left + right) / h**2
         return jnp.max(row)
 
     return jax.jit(bound)
@@ -250,13 +297,15 @@ def _advection(U, V, g, bcs, scheme, offsets=None):
     out = jnp.zeros_like(U)
     for axis in range(g.dim):
         n, h = U.shape[axis], g.spacing[axis]
-        up = _pad_state(U, axis, bcs.sides[axis], None if offsets is None else offsets[axis])
-        left, mid, right = (_slice(up, k, k + n, axis) for k in range(3))
+        jumps = _boundary_differences(
+            U, axis, bcs.sides[axis], None if offsets is None else offsets[axis]
+        )
+        left, right = _faces(_slice(U, 1, n, axis) - _slice(U, 0, n - 1, axis), *jumps, axis, n)
         v = V[axis]
         if scheme == "central":
-            out = out + v * (right - left) / (2.0 * h)
+            out = out + v * (left + right) / (2.0 * h)
         else:
-            out = out + (jnp.maximum(v, 0) * (mid - left) + jnp.minimum(v, 0) * (right - mid)) / h
+            out = out + (jnp.maximum(v, 0) * left + jnp.minimum(v, 0) * right) / h
     return out
 
 

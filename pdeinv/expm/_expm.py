@@ -433,7 +433,7 @@ def _call(matvec, v, params, t, tol, method, krylov_dim, gradient, max_steps, re
     # Values matvec closes over (possibly tracers being differentiated) become
     # explicit arguments, so that their gradients are not silently dropped.
     closed, consts = jax.closure_convert(matvec, v, params)
-    if consts:
+    if any(isinstance(c, jax.core.Tracer) for c in consts):
         ys, stats = _expm_core_jit(cfg, _ClosedMatvec(closed), v, (params, tuple(consts)), ts)
     else:
         ys, stats = _expm_core_jit(cfg, matvec, v, params, ts)

@@ -39,7 +39,7 @@ class Option:
 
 
 FIELD_HELP = (
-    "built-in field (constant, inclusion, blobs, layered, bumps) or an expression in "
+    "Built-in field (constant, inclusion, blobs, layered, bumps) or an expression in "
     "x, y, z, r with + - * / ** and sin cos exp log sqrt abs tanh minimum maximum where ..."
 )
 
@@ -192,7 +192,7 @@ SCHEMA: dict[str, Any] = {
             "0.5*int |grad m|^2, smoothed total variation int sqrt(|grad m|^2 + eps^2).",
             choices=("h1", "tikhonov", "tv", "none"),
         ),
-        "weight": Option(1e-3, "float", "Regularisation weight (fixed choice).", minimum=0.0),
+        "weight": Option(1.0, "float", "Regularisation weight (fixed choice).", minimum=0.0),
         "prior_mean": Option(
             None,
             "float",

@@ -72,7 +72,6 @@ class ExpmStats(NamedTuple):
 class _Config:
     method: str
     krylov_dim: int
-    tol: float
     max_steps: int
     gradient: str
     reorthogonalize: bool
@@ -93,9 +92,7 @@ def _decompose(cfg: _Config, apply, u):
     else:
         dec = arnoldi_iteration(apply, u, cfg.krylov_dim, reorthogonalize=cfg.reorthogonalize)
         small = dec.hessenberg
-    prop = KrylovPropagator(
-        small, dec.norm, jnp.linalg.norm(dec.residual), symmetric=cfg.symmetric
-    )
+    prop = KrylovPropagator(small, dec.norm, jnp.linalg.norm(dec.residual), symmetric=cfg.symmetric)
     return dec.basis, prop
 
 
@@ -140,13 +137,13 @@ def _largest_step(cfg: _Config, prop: KrylovPropagator, tau_try, tol_rate):
     return tau, coef, err, tau_next, trials, ok
 
 
-def _forward(cfg: _Config, matvec, v, params, ts, record: bool):
+def _forward(cfg: _Config, matvec, v, params, ts, tol, record: bool):
     """Adaptive forward sweep.  Returns ``(ys, stats, failed, record)``."""
     n = v.shape[0]
     dtype = v.dtype
     apply = functools.partial(_apply, matvec, params)
     t_final = ts[-1]
-    tol_rate = (cfg.tol / jnp.where(t_final > 0, t_final, 1.0)).astype(dtype)
+    tol_rate = (tol / jnp.where(t_final > 0, t_final, 1.0)).astype(dtype)
 
     carry = dict(
         u=v,
@@ -238,14 +235,14 @@ def _output_cotangent(out_step, g, position):
     return mask @ g
 
 
-def _backward_two_sided(cfg: _Config, matvec, params, saved, g):
+def _backward_two_sided(cfg: _Config, matvec, params, saved, g, tol):
     us, taus, num_steps, out_step = saved
     dtype = g.dtype
     n = g.shape[1]
     apply = functools.partial(_apply, matvec, params)
     apply_t = apply if cfg.symmetric else _transpose_apply(matvec, params, g[0])
     t_final = jnp.sum(taus)
-    tol_rate = (cfg.tol / jnp.where(t_final > 0, t_final, 1.0)).astype(dtype)
+    tol_rate = (tol / jnp.where(t_final > 0, t_final, 1.0)).astype(dtype)
 
     def batched(basis, p):
         return jax.vmap(matvec, in_axes=(1, None), out_axes=1)(basis, p)
@@ -257,7 +254,7 @@ def _backward_two_sided(cfg: _Config, matvec, params, saved, g):
         basis_f, prop_f = _decompose(cfg, apply, us[j])
 
         def sub_cond(c):
-            s_end, *_ , bad = c
+            s_end, *_, bad = c
             return (s_end > 0) & ~bad
 
         def sub_body(c):
@@ -292,8 +289,9 @@ def _backward_two_sided(cfg: _Config, matvec, params, saved, g):
     init = (num_steps, lam0, grad0, jnp.asarray(jnp.inf, dtype), jnp.zeros((), bool))
     _, lam, grad, _, failed = lax.while_loop(lambda c: c[0] > 0, step, init)
     lam = eqx.error_if(
-        lam, failed, "expm_multiply: the backward (adjoint) sweep found no step size "
-        "meeting the tolerance"
+        lam,
+        failed,
+        "expm_multiply: the backward (adjoint) sweep found no step size meeting the tolerance",
     )
     return lam, grad
 
@@ -321,8 +319,8 @@ def _backward_discrete(cfg: _Config, matvec, params, saved, g):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _expm_core(cfg, matvec, v, params, ts):
-    ys, stats, _ = _forward(cfg, matvec, v, params, ts, record=False)
+def _expm_core(cfg, matvec, v, params, ts, tol):
+    ys, stats, _ = _forward(cfg, matvec, v, params, ts, tol, record=False)
     return ys, _stats_as_floats(stats, v.dtype)
 
 
@@ -331,22 +329,22 @@ def _stats_as_floats(stats, dtype):
     return ExpmStats(*(jnp.asarray(s, dtype) for s in stats))
 
 
-def _expm_core_fwd(cfg, matvec, v, params, ts):
-    ys, stats, saved = _forward(cfg, matvec, v, params, ts, record=True)
-    return (ys, _stats_as_floats(stats, v.dtype)), (saved, ys, params, ts)
+def _expm_core_fwd(cfg, matvec, v, params, ts, tol):
+    ys, stats, saved = _forward(cfg, matvec, v, params, ts, tol, record=True)
+    return (ys, _stats_as_floats(stats, v.dtype)), (saved, ys, params, ts, tol)
 
 
 def _expm_core_bwd(cfg, matvec, residuals, cotangents):
-    saved, ys, params, ts = residuals
+    saved, ys, params, ts, tol = residuals
     g, _ = cotangents
     if cfg.gradient == "two-sided":
-        v_bar, params_bar = _backward_two_sided(cfg, matvec, params, saved, g)
+        v_bar, params_bar = _backward_two_sided(cfg, matvec, params, saved, g, tol)
     else:
         v_bar, params_bar = _backward_discrete(cfg, matvec, params, saved, g)
     # d y_i / d t_i = A y_i.
     ay = jax.vmap(matvec, in_axes=(0, None))(ys, params)
     ts_bar = jnp.sum(g * ay, axis=1).astype(ts.dtype)
-    return v_bar, params_bar, ts_bar
+    return v_bar, params_bar, ts_bar, jnp.zeros_like(tol)
 
 
 _expm_core.defvjp(_expm_core_fwd, _expm_core_bwd)
@@ -370,7 +368,11 @@ def _prepare(matvec, v, params, t, tol, method, krylov_dim, gradient, max_steps,
         raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
     if not isinstance(tol, (int, float)) or not np.isfinite(tol) or tol <= 0:
         raise ValueError(f"tol must be a positive finite number, got {tol!r}")
-    if isinstance(krylov_dim, bool) or not isinstance(krylov_dim, (int, np.integer)) or krylov_dim < 1:
+    if (
+        isinstance(krylov_dim, bool)
+        or not isinstance(krylov_dim, (int, np.integer))
+        or krylov_dim < 1
+    ):
         raise ValueError(f"krylov_dim must be an integer >= 1, got {krylov_dim!r}")
     if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
         raise ValueError(f"max_steps must be an integer >= 1, got {max_steps!r}")
@@ -390,7 +392,8 @@ def _prepare(matvec, v, params, t, tol, method, krylov_dim, gradient, max_steps,
         raise TypeError(f"matvec(v, params) failed on v of shape {v.shape}: {error}") from error
     if getattr(out, "shape", None) != v.shape:
         raise ValueError(
-            f"matvec(v, params) must return shape {v.shape} like v, got {getattr(out, 'shape', out)}"
+            f"matvec(v, params) must return shape {v.shape} like v, "
+            f"got {getattr(out, 'shape', out)}"
         )
     if out.dtype != v.dtype:
         raise TypeError(f"matvec(v, params) must return dtype {v.dtype} like v, got {out.dtype}")
@@ -407,18 +410,19 @@ def _prepare(matvec, v, params, t, tol, method, krylov_dim, gradient, max_steps,
         bad_t = ~jnp.all(jnp.isfinite(ts)) | jnp.any(ts < 0) | jnp.any(jnp.diff(ts) < 0)
         ts = eqx.error_if(ts, bad_t, "expm_multiply: t must be finite, >= 0 and non-decreasing")
     if not _check_concrete("v", v, lambda a: np.all(np.isfinite(a)), "contains non-finite values"):
-        v = eqx.error_if(v, ~jnp.all(jnp.isfinite(v)), "expm_multiply: v contains non-finite values")
+        v = eqx.error_if(
+            v, ~jnp.all(jnp.isfinite(v)), "expm_multiply: v contains non-finite values"
+        )
     if reorthogonalize is None:
         reorthogonalize = method == "arnoldi"
     cfg = _Config(
         method=method,
         krylov_dim=int(min(krylov_dim, n)),
-        tol=float(tol),
         max_steps=int(max_steps),
         gradient=gradient,
         reorthogonalize=bool(reorthogonalize),
     )
-    return cfg, v, ts, scalar_t
+    return cfg, v, ts, jnp.asarray(tol, v.dtype), scalar_t
 
 
 # Compiled once per (config, matvec): a matvec passed as the same function object
@@ -427,16 +431,16 @@ _expm_core_jit = jax.jit(_expm_core, static_argnums=(0, 1))
 
 
 def _call(matvec, v, params, t, tol, method, krylov_dim, gradient, max_steps, reorthogonalize):
-    cfg, v, ts, scalar_t = _prepare(
+    cfg, v, ts, tol, scalar_t = _prepare(
         matvec, v, params, t, tol, method, krylov_dim, gradient, max_steps, reorthogonalize
     )
     # Values matvec closes over (possibly tracers being differentiated) become
     # explicit arguments, so that their gradients are not silently dropped.
     closed, consts = jax.closure_convert(matvec, v, params)
     if any(isinstance(c, jax.core.Tracer) for c in consts):
-        ys, stats = _expm_core_jit(cfg, _ClosedMatvec(closed), v, (params, tuple(consts)), ts)
+        ys, stats = _expm_core_jit(cfg, _ClosedMatvec(closed), v, (params, tuple(consts)), ts, tol)
     else:
-        ys, stats = _expm_core_jit(cfg, matvec, v, params, ts)
+        ys, stats = _expm_core_jit(cfg, matvec, v, params, ts, tol)
     return (ys[0] if scalar_t else ys), stats
 
 
@@ -518,7 +522,9 @@ def expm_multiply(
     --------
     expm_multiply_info : same call, also returning :class:`ExpmStats`.
     """
-    y, _ = _call(matvec, v, params, t, tol, method, krylov_dim, gradient, max_steps, reorthogonalize)
+    y, _ = _call(
+        matvec, v, params, t, tol, method, krylov_dim, gradient, max_steps, reorthogonalize
+    )
     return y
 
 

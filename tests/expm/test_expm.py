@@ -161,8 +161,9 @@ def test_zero_vector_and_zero_time():
     assert np.all(np.isfinite(grad_p["log_kappa"])) and np.all(grad_p["log_kappa"] == 0)
     # t = 0: identity, gradient w.r.t. v is w, w.r.t. params zero.
     assert rel(expm_multiply(diffusion_matvec, v, params, 0.0), v) == 0
-    grad_v, grad_p = jax.grad(lambda v, p: jnp.dot(w, expm_multiply(diffusion_matvec, v, p, 0.0)),
-                              argnums=(0, 1))(v, params)
+    grad_v, grad_p = jax.grad(
+        lambda v, p: jnp.dot(w, expm_multiply(diffusion_matvec, v, p, 0.0)), argnums=(0, 1)
+    )(v, params)
     assert rel(grad_v, w) == 0 and np.all(grad_p["log_kappa"] == 0)
 
 
@@ -236,6 +237,7 @@ def test_jit_vmap_and_closure():
     batched = jax.vmap(f, in_axes=(0, None))(vs, params)
     for i in range(3):
         assert rel(batched[i], f(vs[i], params)) < 1e-12
+
     # A matvec that closes over a differentiated value gets its gradient too.
     def loss(scale):
         mv = lambda u, p: scale * diffusion_matvec(u, p)
@@ -249,13 +251,15 @@ def test_jit_vmap_and_closure():
 def test_float32_smoke():
     params, v = diffusion_problem(30, 100.0)
     p32 = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), params)
-    y = expm_multiply(diffusion_matvec, v.astype(jnp.float32), p32, 1.0, tol=1e-5,
-                      method="lanczos")
+    y = expm_multiply(diffusion_matvec, v.astype(jnp.float32), p32, 1.0, tol=1e-5, method="lanczos")
     assert y.dtype == jnp.float32
     y_ref, *_ = reference(diffusion_matvec, params, v, 1.0, np.zeros(30))
     assert rel(y, y_ref) < 1e-4
-    g = jax.grad(lambda p: jnp.sum(expm_multiply(diffusion_matvec, v.astype(jnp.float32), p, 1.0,
-                                                 tol=1e-5) ** 2))(p32)
+    g = jax.grad(
+        lambda p: jnp.sum(
+            expm_multiply(diffusion_matvec, v.astype(jnp.float32), p, 1.0, tol=1e-5) ** 2
+        )
+    )(p32)
     assert g["log_kappa"].dtype == jnp.float32 and np.all(np.isfinite(g["log_kappa"]))
 
 
@@ -318,8 +322,19 @@ def test_two_sided_gradient_accurate_where_discrete_adjoint_is_not():
     _, _, grad_ref = reference(diffusion_matvec, params, v, 1.0, w)
     errors = {}
     for rule in ("two-sided", "discrete"):
-        loss = lambda p, rule=rule: jnp.dot(w, expm_multiply(
-            diffusion_matvec, v, p, 1.0, tol=1e-6, method="lanczos", krylov_dim=20, gradient=rule))
+        loss = lambda p, rule=rule: jnp.dot(
+            w,
+            expm_multiply(
+                diffusion_matvec,
+                v,
+                p,
+                1.0,
+                tol=1e-6,
+                method="lanczos",
+                krylov_dim=20,
+                gradient=rule,
+            ),
+        )
         errors[rule] = rel(jax.grad(loss)(params)["log_kappa"], grad_ref["log_kappa"])
     assert errors["two-sided"] < 1e-4
     assert errors["discrete"] > 10 * errors["two-sided"]

@@ -34,11 +34,19 @@ import numpy as np
 from jax import lax
 
 from ..krylov._arnoldi import arnoldi_iteration
+from ..krylov._common import (
+    check_finite,
+    check_matvec,
+    check_vector,
+    params_cotangent,
+    transpose_matvec,
+)
 from ..krylov._lanczos import lanczos_iteration
 from ._small import KrylovPropagator, two_sided_block
 
 PyTree = Any
 
+_WHERE = "expm_multiply"
 METHODS = ("arnoldi", "lanczos")
 GRADIENTS = ("two-sided", "discrete")
 # Bounds of the step-size controller (factor per trial, factor to the next step).
@@ -223,12 +231,6 @@ def _apply(matvec, params, x):
     return matvec(x, params)
 
 
-def _transpose_apply(matvec, params, example):
-    apply = functools.partial(_apply, matvec, params)
-    transposed = jax.linear_transpose(apply, example)
-    return lambda y: transposed(y)[0]
-
-
 def _output_cotangent(out_step, g, position):
     """Sum of the output cotangents that belong to the state after ``position`` steps."""
     mask = (out_step == position).astype(g.dtype)
@@ -240,12 +242,9 @@ def _backward_two_sided(cfg: _Config, matvec, params, saved, g, tol):
     dtype = g.dtype
     n = g.shape[1]
     apply = functools.partial(_apply, matvec, params)
-    apply_t = apply if cfg.symmetric else _transpose_apply(matvec, params, g[0])
+    apply_t = apply if cfg.symmetric else transpose_matvec(matvec, params, g[0])
     t_final = jnp.sum(taus)
     tol_rate = (tol / jnp.where(t_final > 0, t_final, 1.0)).astype(dtype)
-
-    def batched(basis, p):
-        return jax.vmap(matvec, in_axes=(1, None), out_axes=1)(basis, p)
 
     def step(carry):
         j, lam, grad, sigma_suggest, failed = carry
@@ -278,8 +277,7 @@ def _backward_two_sided(cfg: _Config, matvec, params, saved, g, tol):
         _, lam, z, sigma_suggest, bad = lax.while_loop(
             sub_cond, sub_body, (tau, lam, z0, sigma_suggest, failed)
         )
-        _, vjp = jax.vjp(lambda p: batched(basis_f, p), params)
-        (step_grad,) = vjp(z)
+        step_grad = params_cotangent(matvec, params, basis_f.T, z.T)
         grad = jax.tree_util.tree_map(jnp.add, grad, step_grad)
         lam = lam + _output_cotangent(out_step, g, j)
         return j, lam, grad, sigma_suggest, bad
@@ -376,27 +374,12 @@ def _prepare(matvec, v, params, t, tol, method, krylov_dim, gradient, max_steps,
         raise ValueError(f"krylov_dim must be an integer >= 1, got {krylov_dim!r}")
     if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
         raise ValueError(f"max_steps must be an integer >= 1, got {max_steps!r}")
-    if not callable(matvec):
-        raise TypeError("matvec must be a callable matvec(v, params) -> A(params) @ v")
     v = jnp.asarray(v)
-    if v.ndim != 1:
-        raise ValueError(f"v must be a 1-D array (n,), got shape {v.shape}")
-    if not jnp.issubdtype(v.dtype, jnp.floating):
+    if v.ndim == 1 and not jnp.issubdtype(v.dtype, jnp.floating):
         v = v.astype(jnp.result_type(float))
+    v = check_vector(v, _WHERE)
     n = v.shape[0]
-    if n == 0:
-        raise ValueError("v must not be empty")
-    try:
-        out = jax.eval_shape(matvec, v, params)
-    except Exception as error:  # noqa: BLE001 - re-raised with context
-        raise TypeError(f"matvec(v, params) failed on v of shape {v.shape}: {error}") from error
-    if getattr(out, "shape", None) != v.shape:
-        raise ValueError(
-            f"matvec(v, params) must return shape {v.shape} like v, "
-            f"got {getattr(out, 'shape', out)}"
-        )
-    if out.dtype != v.dtype:
-        raise TypeError(f"matvec(v, params) must return dtype {v.dtype} like v, got {out.dtype}")
+    check_matvec(matvec, v, params, _WHERE)
     scalar_t = jnp.ndim(t) == 0
     ts = jnp.atleast_1d(jnp.asarray(t))
     if ts.ndim != 1 or ts.shape[0] == 0:
@@ -409,10 +392,7 @@ def _prepare(matvec, v, params, t, tol, method, krylov_dim, gradient, max_steps,
     else:
         bad_t = ~jnp.all(jnp.isfinite(ts)) | jnp.any(ts < 0) | jnp.any(jnp.diff(ts) < 0)
         ts = eqx.error_if(ts, bad_t, "expm_multiply: t must be finite, >= 0 and non-decreasing")
-    if not _check_concrete("v", v, lambda a: np.all(np.isfinite(a)), "contains non-finite values"):
-        v = eqx.error_if(
-            v, ~jnp.all(jnp.isfinite(v)), "expm_multiply: v contains non-finite values"
-        )
+    v = check_finite(v, _WHERE)
     if reorthogonalize is None:
         reorthogonalize = method == "arnoldi"
     cfg = _Config(

@@ -204,13 +204,13 @@ def test_gradient_matches_finite_differences_and_taylor():
 
 
 def test_transpose_matvec_dot_product():
-    from pdeinv.expm._expm import _transpose_apply
+    from pdeinv.krylov._common import transpose_matvec
 
     params, _ = diffusion_problem(30, 10.0)
     params["velocity"] = jnp.asarray(2.0)
     rng = np.random.default_rng(10)
     x, y = (jnp.asarray(rng.standard_normal(30)) for _ in range(2))
-    at = _transpose_apply(advdiff_matvec, params, x)
+    at = transpose_matvec(advdiff_matvec, params, x)
     lhs = jnp.dot(advdiff_matvec(x, params), y)
     assert abs(lhs - jnp.dot(x, at(y))) < 1e-12 * abs(lhs)
 

@@ -240,7 +240,13 @@ SCHEMA: dict[str, Any] = {
         ),
     },
     "solver": {
-        "tol": Option(1e-8, "float", "Tolerance of pdeinv.expm_multiply.", positive=True),
+        "tol": Option(
+            None,
+            "float",
+            "Tolerance of pdeinv.expm_multiply; null = 1e-8 (float64) or 1e-5 (float32).",
+            positive=True,
+            nullable=True,
+        ),
         "krylov_dim": Option(30, "int", "Krylov subspace dimension.", minimum=2),
         "max_steps": Option(
             1000,
@@ -265,8 +271,20 @@ SCHEMA: dict[str, Any] = {
             "diffrax solver of pdeinv.reference.solve.",
             choices=("tsit5", "dopri5", "dopri8", "kvaerno5"),
         ),
-        "rtol": Option(1e-10, "float", "Relative tolerance of the diffrax check.", positive=True),
-        "atol": Option(1e-12, "float", "Absolute tolerance of the diffrax check.", positive=True),
+        "rtol": Option(
+            None,
+            "float",
+            "Relative tolerance of the diffrax check; null = 1e-10 (float64) or 1e-6 (float32).",
+            positive=True,
+            nullable=True,
+        ),
+        "atol": Option(
+            None,
+            "float",
+            "Absolute tolerance of the diffrax check; null = 1e-12 (float64) or 1e-8 (float32).",
+            positive=True,
+            nullable=True,
+        ),
     },
     "output": {
         "vtu": Option(True, "bool", "Write fields.vtu (ParaView)."),
@@ -490,7 +508,28 @@ def resolve_config(raw: dict | None, overrides=(), *, base: str | os.PathLike = 
     config = apply_overrides(config, overrides)
     _validate(config, SCHEMA, Path(base))
     _cross_check(config)
+    _fill_precision_defaults(config)
     return config
+
+
+# Tolerances a precision can reach: (expm tol, diffrax rtol, diffrax atol).
+_TOLERANCES = {"float64": (1e-8, 1e-10, 1e-12), "float32": (1e-5, 1e-6, 1e-8)}
+
+
+def _fill_precision_defaults(config: dict) -> None:
+    tol, rtol, atol = _TOLERANCES[config["precision"]]
+    for section, key, value in (
+        ("solver", "tol", tol),
+        ("check", "rtol", rtol),
+        ("check", "atol", atol),
+    ):
+        if config[section][key] is None:
+            config[section][key] = value
+    if config["precision"] == "float32" and config["solver"]["tol"] < 1e-6:
+        raise ConfigError(
+            f"solver.tol = {config['solver']['tol']:g} is below what float32 can reach; "
+            "use solver.tol >= 1e-6 or precision: float64"
+        )
 
 
 def load_config(path: str | os.PathLike, overrides=()) -> dict:

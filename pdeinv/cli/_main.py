@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
 import sys
 
 # Sub-command modules, each exposing register(subparsers) and run(args) -> int.
@@ -59,6 +60,15 @@ def main(argv=None) -> int:
     except Exception as err:  # noqa: BLE001 - the CLI turns every failure into one line
         if debug:
             raise
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {_one_line(err)}", file=sys.stderr)
         return 1
+
+
+def _one_line(err: Exception) -> str:
+    """The user-facing sentence of an exception (unwrapping JAX runtime errors)."""
+    text = str(err).strip()
+    # Checks inside jit (equinox) arrive wrapped in an XLA callback traceback.
+    match = re.search(r"EquinoxRuntimeError: (.+)", text)
+    if match:
+        return match.group(1).strip()
+    return text.splitlines()[0] if text else type(err).__name__

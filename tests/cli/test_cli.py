@@ -103,10 +103,13 @@ def test_default_run_folder_under_runs(tiny, tmp_path, monkeypatch, capsys):
         ("model.mesh=missing.msh", "model.mesh: file not found"),
         ("truth.field=__import__('os')", "truth.field"),
         ("truth.field=x - 2", "truth.field = 'x - 2' must be positive"),
+        ("solver.max_steps=1", "expm_multiply: max_steps=1 reached"),
+        ("precision=float32", "solver.tol = 1e-08 is below what float32 can reach"),
     ],
 )
 def test_bad_input_one_line_error(tiny, tmp_path, capsys, override, message):
-    code = main(["fit", str(tiny), "--out", str(tmp_path / "r"), override])
+    extra = ["solver.tol=1e-8"] if override.startswith("precision") else []
+    code = main(["fit", str(tiny), "--out", str(tmp_path / "r"), override, *extra])
     err = capsys.readouterr().err
     assert code == 1
     assert message in err
@@ -177,3 +180,19 @@ def test_progress_lines_plain_live_and_quiet():
     progress(info(0))
     progress.message("x")
     assert quiet.getvalue() == ""
+
+
+def test_float32_run(tiny, tmp_path):
+    import jax
+
+    out = tmp_path / "f32"
+    try:
+        assert main(["fit", str(tiny), "--out", str(out), "--quiet", "precision=float32",
+                     "optimizer.max_iter=2", "output.figures=false"]) == 0  # fmt: skip
+    finally:
+        jax.config.update("jax_enable_x64", True)  # the CLI switched it off for this run
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["diffrax_check"] < 1e-4
+    assert np.load(out / "result.npz")["x"].dtype == np.float32
+    resolved = yaml.safe_load((out / "config.yaml").read_text())
+    assert resolved["solver"]["tol"] == 1e-5 and resolved["check"]["rtol"] == 1e-6

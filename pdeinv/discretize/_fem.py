@@ -31,11 +31,11 @@ import numpy as np
 import scipy.sparse as sp
 from jaxtyping import Array, Float
 
-from ._mesh import _check_cell_type
+from ._mesh import _check_cell_type, tagged_facets
 from ._space import Space
 
 KappaLocation = Literal["auto", "node", "cell"]
-Dirichlet = str | Sequence[str] | Sequence[int] | np.ndarray | None
+DirichletSpec = str | Sequence[str] | Sequence[int] | np.ndarray | None
 
 
 class ElementGeometry(NamedTuple):
@@ -130,7 +130,7 @@ def _local_stiffness(space: Space) -> np.ndarray:
 # ---------------------------------------------------------------------------
 
 
-def dirichlet_nodes(space: Space, dirichlet: Dirichlet) -> np.ndarray:
+def dirichlet_nodes(space: Space, dirichlet: DirichletSpec) -> np.ndarray:
     """Sorted unique node indices of a Dirichlet specification.
 
     Parameters
@@ -175,7 +175,7 @@ def dirichlet_nodes(space: Space, dirichlet: Dirichlet) -> np.ndarray:
     return np.unique(idx.astype(np.int64))
 
 
-def free_nodes(space: Space, dirichlet: Dirichlet) -> np.ndarray:
+def free_nodes(space: Space, dirichlet: DirichletSpec) -> np.ndarray:
     """Sorted node indices not in :func:`dirichlet_nodes` (the unknowns of a solve).
 
     ``u_full[free_nodes(space, d)]`` restricts a nodal vector; operators built with
@@ -229,7 +229,7 @@ def _cell_kappa(kappa, cells_by_node, num_nodes: int, location: str, dtype, name
     raise ValueError(f"{name}: kappa must have shape {allowed}, got {tuple(kappa.shape)}")
 
 
-def _free_numbering(space: Space, dirichlet: Dirichlet) -> tuple[np.ndarray, int]:
+def _free_numbering(space: Space, dirichlet: DirichletSpec) -> tuple[np.ndarray, int]:
     """Map node -> free index, with every Dirichlet node sent to one dummy slot n_free."""
     free = free_nodes(space, dirichlet)
     new_index = np.full(space.num_nodes, free.size, dtype=np.int64)
@@ -241,7 +241,7 @@ def p1_stiffness_matvec(
     space: Space,
     *,
     kappa_location: KappaLocation = "auto",
-    dirichlet: Dirichlet = None,
+    dirichlet: DirichletSpec = None,
 ) -> Callable[[Float[Array, " n"], Float[Array, " m"]], Float[Array, " n"]]:
     """Matrix-free P1 stiffness operator ``(u, kappa) -> K(kappa) u``.
 
@@ -341,7 +341,7 @@ def p1_stiffness_matrix(
     kappa=1.0,
     *,
     kappa_location: KappaLocation = "auto",
-    dirichlet: Dirichlet = None,
+    dirichlet: DirichletSpec = None,
 ) -> sp.csr_matrix:
     """Assembled P1 stiffness matrix ``K(kappa)`` as ``scipy.sparse.csr_matrix`` (float64).
 
@@ -358,7 +358,7 @@ def p1_stiffness_matrix(
     return _assemble(space, local, dirichlet)
 
 
-def _assemble(space: Space, local: np.ndarray, dirichlet: Dirichlet) -> sp.csr_matrix:
+def _assemble(space: Space, local: np.ndarray, dirichlet: DirichletSpec) -> sp.csr_matrix:
     cells = space.cells
     m = cells.shape[1]
     rows = np.repeat(cells, m, axis=1).ravel()
@@ -372,7 +372,7 @@ def _assemble(space: Space, local: np.ndarray, dirichlet: Dirichlet) -> sp.csr_m
     return matrix
 
 
-def p1_mass_matrix(space: Space, *, dirichlet: Dirichlet = None) -> sp.csr_matrix:
+def p1_mass_matrix(space: Space, *, dirichlet: DirichletSpec = None) -> sp.csr_matrix:
     """Consistent P1 mass matrix ``M_ij = int phi_i phi_j dx`` (``scipy.sparse`` CSR).
 
     Element matrix ``|T| (1 + delta_ij) / ((d + 1)(d + 2))``.  Use it for L2 norms:
@@ -493,3 +493,67 @@ def _gershgorin(k_cell, mass, abs_local, cells, num_nodes):
     row_cell = jnp.einsum("cij,cj->ci", abs_local, inv_sqrt[cells]) * jnp.abs(k_cell)[..., None]
     rows = jax.ops.segment_sum(row_cell.reshape(-1), cells.reshape(-1), num_nodes)
     return jnp.max(rows * inv_sqrt)
+
+
+def _facet_measures(space: Space, facets: np.ndarray) -> np.ndarray:
+    x = space.points[facets]  # (f, d, d)
+    if space.dim == 2:
+        return np.linalg.norm(x[:, 1] - x[:, 0], axis=1)
+    return 0.5 * np.linalg.norm(np.cross(x[:, 1] - x[:, 0], x[:, 2] - x[:, 0]), axis=1)
+
+
+def p1_boundary_mass_matrix(space: Space, names: str | Sequence[str]) -> sp.csr_matrix:
+    """Boundary mass matrix ``B_ij = int_Gamma phi_i phi_j ds`` over named boundary parts.
+
+    ``Gamma`` is the union of the facets of ``names`` (see :func:`tagged_facets`).
+    Use it for Robin terms or boundary L2 norms; shape ``(num_nodes, num_nodes)``.
+    """
+    _check_space(space, "p1_boundary_mass_matrix")
+    facets = tagged_facets(space, names)
+    m = facets.shape[1]
+    pattern = (np.ones((m, m)) + np.eye(m)) / (m * (m + 1))
+    local = _facet_measures(space, facets)[:, None, None] * pattern
+    rows = np.repeat(facets, m, axis=1).ravel()
+    cols = np.tile(facets, (1, m)).ravel()
+    n = space.num_nodes
+    return sp.coo_matrix((local.ravel(), (rows, cols)), shape=(n, n)).tocsr()
+
+
+def p1_boundary_load(space: Space, names: str | Sequence[str], g) -> Float[Array, " num_nodes"]:
+    """Boundary load ``b_i = int_Gamma g phi_i ds`` with ``g`` replaced by its P1 interpolant.
+
+    For Neumann data: the weak form of ``-div(kappa grad u) = f`` with
+    ``kappa du/dn = g`` on ``Gamma`` is ``K u = p1_load_vector(f) + p1_boundary_load(g)``.
+
+    Parameters
+    ----------
+    space
+        Triangle or tetra mesh.
+    names
+        Boundary part name(s) of ``space.boundary`` (see :func:`tagged_facets`).
+    g
+        Scalar, nodal values ``(num_nodes,)`` (only those on ``Gamma`` matter), or a
+        callable of the ``(num_nodes, dim)`` points.  Traceable when an array.
+
+    Returns
+    -------
+    jax.Array
+        Shape ``(num_nodes,)``, zero away from ``Gamma``.
+    """
+    _check_space(space, "p1_boundary_load")
+    facets = tagged_facets(space, names)
+    if callable(g):
+        g = g(space.points)
+    g = jnp.asarray(g)
+    if g.ndim == 0:
+        g = jnp.full(space.num_nodes, g)
+    if g.shape != (space.num_nodes,):
+        raise ValueError(
+            f"p1_boundary_load: g must be a scalar, have shape (num_nodes,)=({space.num_nodes},)"
+            f" or be a callable of the points, got shape {tuple(g.shape)}"
+        )
+    if not jnp.issubdtype(g.dtype, jnp.floating):
+        g = g.astype(jnp.result_type(float))
+    m = facets.shape[1]
+    weights = _facet_measures(space, facets) / (m * (m + 1))
+    return _consistent_mass_apply(g, facets, weights.astype(g.dtype), space.num_nodes)

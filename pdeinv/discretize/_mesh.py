@@ -260,6 +260,38 @@ def boundary_nodes(cells: np.ndarray, cell_type: str) -> np.ndarray:
     return np.unique(boundary_facets(cells, cell_type))
 
 
+def tagged_facets(space: Space, names: str | Sequence[str]) -> np.ndarray:
+    """Boundary facets (lines in 2-D, triangles in 3-D) of named boundary parts.
+
+    A facet belongs to a part when all its nodes are in ``space.boundary[name]``.
+    (A facet of another part whose every node is a corner shared with this part
+    would be counted too; that needs a part only one facet long.)
+
+    Parameters
+    ----------
+    space
+        Triangle or tetra mesh.
+    names
+        A name of ``space.boundary`` or a sequence of names (union); ``"boundary"``
+        is the whole boundary.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape ``(num_facets, dim)`` node indices.
+    """
+    names = [names] if isinstance(names, str) else list(names)
+    unknown = [n for n in names if n not in space.boundary]
+    if unknown or not names:
+        raise ValueError(
+            f"names: unknown boundary name(s) {unknown or names}; this space has "
+            f"{sorted(space.boundary)}"
+        )
+    facets = boundary_facets(space.cells, space.cell_type)
+    nodes = np.unique(np.concatenate([np.asarray(space.boundary[n]) for n in names]))
+    return facets[np.all(np.isin(facets, nodes), axis=1)]
+
+
 def _check_cell_type(cell_type: str) -> None:
     if cell_type not in _FACET_TYPE:
         raise ValueError(

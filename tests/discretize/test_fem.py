@@ -12,6 +12,8 @@ from pdeinv.discretize import (
     dirichlet_nodes,
     element_geometry,
     free_nodes,
+    p1_boundary_load,
+    p1_boundary_mass_matrix,
     p1_load_vector,
     p1_lumped_mass,
     p1_mass_matrix,
@@ -21,6 +23,7 @@ from pdeinv.discretize import (
     read_mesh,
     structured_tetra_mesh,
     structured_triangle_mesh,
+    tagged_facets,
 )
 
 MESHES = pathlib.Path(__file__).resolve().parents[2] / "meshes"
@@ -242,3 +245,42 @@ def test_unsupported_space_and_ambiguous_kappa():
     )
     with pytest.raises(ValueError, match="degenerate"):
         p1_lumped_mass(degenerate)
+
+
+@pytest.mark.parametrize(
+    "name, parts, measure",
+    [
+        ("unit_square", "boundary", 4.0),
+        ("unit_square", ["left", "top"], 2.0),
+        ("disk_with_hole", "outer", 2 * np.pi),
+        ("disk_with_hole", "inner", 2 * np.pi * 0.3),
+        ("unit_cube", "front", 1.0),
+        ("unit_cube", "boundary", 6.0),
+        ("l_shape", "reentrant", 2.0),
+    ],
+)
+def test_boundary_integrals(name, parts, measure):
+    space = read_mesh(MESHES / f"{name}.msh")
+    B = p1_boundary_mass_matrix(space, parts)
+    ones = np.ones(space.num_nodes)
+    np.testing.assert_allclose(ones @ B @ ones, measure, rtol=2e-3)
+    np.testing.assert_allclose(B.toarray(), B.toarray().T)
+    b = p1_boundary_load(space, parts, 1.0)
+    np.testing.assert_allclose(b, B @ ones, rtol=1e-12, atol=1e-15)
+    # a linear g is integrated exactly: int_Gamma x ds
+    x = space.points[:, 0]
+    integral = p1_boundary_load(space, parts, x).sum()
+    np.testing.assert_allclose(integral, ones @ B @ x, rtol=1e-12, atol=1e-12)
+    outside = np.setdiff1d(np.arange(space.num_nodes), dirichlet_nodes(space, parts))
+    assert np.all(np.asarray(b)[outside] == 0)
+
+
+def test_tagged_facets_and_boundary_load_errors():
+    space = structured_triangle_mesh(3, 2)
+    facets = tagged_facets(space, "left")
+    assert facets.shape == (2, 2)
+    np.testing.assert_allclose(space.points[facets, 0], 0.0)
+    with pytest.raises(ValueError, match=r"unknown boundary name\(s\) \['inlet'\]"):
+        tagged_facets(space, ["inlet"])
+    with pytest.raises(ValueError, match="g must be"):
+        p1_boundary_load(space, "left", np.ones(3))

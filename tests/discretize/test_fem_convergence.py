@@ -12,6 +12,7 @@ from pdeinv.discretize import (
     dirichlet_nodes,
     element_geometry,
     free_nodes,
+    p1_boundary_load,
     p1_load_vector,
     p1_lumped_mass,
     p1_stiffness_matrix,
@@ -168,3 +169,38 @@ def test_poisson_tetra_order_2_finer():
     sizes = [12, 24, 32]
     errors = [poisson_error(structured_tetra_mesh(n, n, n)) for n in sizes]
     assert order(1.0 / np.array(sizes), errors) >= 1.95
+
+
+def mixed_bc_error(space, neumann_normals):
+    """u = u_exact on the other sides, kappa du/dn = g on the sides in neumann_normals."""
+    kappa = kappa_exact(space.points)
+    neumann = sorted(neumann_normals)
+    dirichlet = sorted(set(space.boundary) - set(neumann) - {"boundary"})
+    fixed = dirichlet_nodes(space, dirichlet)
+    free = free_nodes(space, dirichlet)
+    b = np.asarray(p1_load_vector(space, source))
+    flux = jax.jit(jax.vmap(lambda p: kappa_exact(p) * jax.grad(u_exact)(p)))(space.points)
+    for side in neumann:
+        g = np.asarray(flux) @ np.asarray(neumann_normals[side], dtype=float)
+        b = b + np.asarray(p1_boundary_load(space, side, g))
+    K = p1_stiffness_matrix(space, kappa)
+    u_h = np.zeros(space.num_nodes)
+    u_h[fixed] = u_exact(space.points[fixed])
+    rhs = b[free] - (K @ u_h)[free]
+    u_h[free] = spla.spsolve(p1_stiffness_matrix(space, kappa, dirichlet=dirichlet).tocsc(), rhs)
+    return l2_error(space, u_h, u_exact)
+
+
+def test_mixed_dirichlet_neumann_triangles_order_2():
+    normals = {"right": (1, 0), "top": (0, 1)}
+    sizes = [8, 16, 32]
+    errors = [mixed_bc_error(structured_triangle_mesh(n, n), normals) for n in sizes]
+    slope = order(1.0 / np.array(sizes), errors)
+    assert slope >= 1.9, (errors, slope)
+
+
+def test_mixed_dirichlet_neumann_tetra():
+    normals = {"right": (1, 0, 0), "front": (0, 0, 1)}
+    sizes = [4, 8]
+    errors = [mixed_bc_error(structured_tetra_mesh(n, n, n), normals) for n in sizes]
+    assert errors[1] < errors[0] / 3.3, errors  # order-2 rate (4x) up to pre-asymptotics

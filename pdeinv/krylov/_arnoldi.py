@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+import jax
 import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Float, Int
 
 from ._common import (
     breakdown_tolerance,
+    params_cotangent,
+    prepare,
     safe_norm,
     safe_normalize,
+    transpose_matvec,
 )
 
-__all__ = ["ArnoldiDecomposition", "arnoldi_iteration"]
+__all__ = ["ArnoldiDecomposition", "arnoldi", "arnoldi_iteration"]
 
 
 class ArnoldiDecomposition(NamedTuple):
@@ -112,3 +117,157 @@ def arnoldi_iteration(
     )
     basis, hessenberg, residual, _, num_steps, _ = lax.fori_loop(0, k, step, init)
     return ArnoldiDecomposition(basis.T, hessenberg, residual, beta, num_steps)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _arnoldi(matvec, krylov_dim, reorthogonalize, v, params):
+    return arnoldi_iteration(
+        lambda x: matvec(x, params), v, krylov_dim, reorthogonalize=reorthogonalize
+    )
+
+
+def _arnoldi_fwd(matvec, krylov_dim, reorthogonalize, v, params):
+    decomposition = _arnoldi(matvec, krylov_dim, reorthogonalize, v, params)
+    return decomposition, (decomposition, params)
+
+
+def _arnoldi_bwd(matvec, krylov_dim, reorthogonalize, residuals, cotangents):
+    (q, h, r, beta, m), params = residuals
+    q_bar, h_bar, r_bar, beta_bar, _ = cotangents
+    return arnoldi_adjoint(matvec, params, (q, h, r, beta, m), (q_bar, h_bar, r_bar, beta_bar))
+
+
+def arnoldi_adjoint(matvec, params, decomposition, cotangents):
+    """Adjoint of A Q = Q H + r e_k^T, Q e_1 ||v|| = v, Q^T Q = I, Q^T r = 0.
+
+    Lagrange multipliers Lam (one column lam_j per column of Q), Gam (symmetric,
+    for Q^T Q = I), mu (for Q^T r = 0). Stationarity in r, H (on the Hessenberg
+    pattern), Q and ||v|| gives, with 0-based columns,
+
+        lam_{k-1} = (I - Q Q^T) r_bar + Q H_bar[:, k-1],   mu = H_bar[:, k-1] - Q^T r_bar,
+        z_j = Q_bar[:, j] + A^T lam_j - sum_{i>=j} H[j, i] lam_i + mu_j r,
+        H[j, j-1] lam_{j-1} = z_j + Q gam_j,
+
+    where gam_j (column j of Gam) is fixed by Q^T lam_{j-1} = H_bar[:, j-1] on the
+    pattern rows i <= j, and by symmetry with the columns already done for i > j.
+    Column 0 instead yields ||v|| lam = -(z_0 + Q gam_0) with gam_0[0] from the
+    norm cotangent; v_bar = -lam and params_bar = sum_j d<lam_j, A q_j>/dparams.
+    A backward sweep of k - 1 steps with one transpose matvec each: the memory is
+    that of Q, not of the k stored iterations backprop would keep.
+
+    After a happy breakdown with m = num_steps < k, only the first m columns are
+    functions of (v, params): the sweep runs over them, starting from
+    lam_{m-1} = Q H_bar[:, m-1], and the cotangents of the zero tail are ignored.
+    For v = 0 the iteration is not differentiable; zero cotangents are returned.
+
+    Also the adjoint of fully reorthogonalised Lanczos (with ``h`` the
+    tridiagonal matrix): for symmetric perturbations of a symmetric ``A`` both
+    processes are the same function.
+
+    Returns ``(v_bar, params_bar)``.
+    """
+    q, h, r, beta, m = decomposition
+    q_bar, h_bar, r_bar, beta_bar = cotangents
+    k = q.shape[1]
+    dtype = q.dtype
+    basis = q.T  # rows q_j
+    rows = jnp.arange(k)
+    valid = rows < m
+    basis_bar = jnp.where(valid[:, None], q_bar.T, 0)
+    pattern = (rows[:, None] <= rows[None, :] + 1) & valid[:, None] & valid[None, :]
+    h_bar = jnp.where(pattern, h_bar, 0)
+    # r is a function of (v, params) only if no breakdown zeroed it (a
+    # breakdown at the last step leaves m == k but r == 0 exactly).
+    r_bar = jnp.where((m == k) & jnp.any(r != 0), r_bar, 0)
+    transpose = transpose_matvec(matvec, params, r)
+
+    mu = h_bar[:, k - 1] - basis @ r_bar
+    last = jnp.maximum(m - 1, 0)
+    lam_last = r_bar - basis.T @ (basis @ r_bar) + basis.T @ h_bar[:, last]
+    lam = jnp.zeros((k, r.shape[0]), dtype=dtype)
+    lam = lam.at[last].set(jnp.where(m >= 1, lam_last, 0))
+    gam = jnp.zeros((k, k), dtype=dtype)
+
+    def column(j, lam):
+        return basis_bar[j] + transpose(lam[j]) - lam.T @ h[j] + mu[j] * r
+
+    def sweep(i, state):
+        lam, gam = state
+        j = k - 1 - i
+        active = j < m
+        z = column(j, lam)
+        sub = h[j, j - 1]
+        gam_j = jnp.where(rows <= j, sub * h_bar[:, j - 1] - basis @ z, gam[:, j])
+        lam_prev = (z + basis.T @ gam_j) / jnp.where(active, sub, 1)
+        lam = lam.at[j - 1].set(jnp.where(active, lam_prev, lam[j - 1]))
+        gam_j = jnp.where(active, gam_j, 0)
+        gam = gam.at[:, j].set(gam_j).at[j, :].set(gam_j)
+        return lam, gam
+
+    lam, gam = lax.fori_loop(0, k - 1, sweep, (lam, gam))
+
+    z0 = column(0, lam)
+    gam_0 = gam[:, 0].at[0].set(beta * beta_bar - basis[0] @ z0)
+    has_v = m >= 1
+    v_bar = jnp.where(has_v, (z0 + basis.T @ gam_0) / jnp.where(has_v, beta, 1), 0)
+    params_bar = params_cotangent(matvec, params, basis, lam)
+    return v_bar, params_bar
+
+
+_arnoldi.defvjp(_arnoldi_fwd, _arnoldi_bwd)
+
+
+def arnoldi(
+    matvec: Callable[[Array, Any], Array],
+    v: Float[Array, " n"],
+    params: Any,
+    krylov_dim: int,
+    *,
+    reorthogonalize: bool = True,
+) -> ArnoldiDecomposition:
+    """Arnoldi decomposition ``A Q = Q H + r e_k^T`` of ``A = A(params)`` from ``v``.
+
+    Parameters
+    ----------
+    matvec
+        ``matvec(x, params) -> A(params) @ x``, linear in ``x``, JAX-traceable,
+        same shape and dtype out as in. Arrays it closes over are differentiated
+        too (hoisted with ``jax.closure_convert``).
+    v
+        Start vector, shape ``(n,)``, real floating dtype, finite.
+    params
+        Any pytree of arrays ``A`` depends on.
+    krylov_dim
+        Number of Arnoldi steps ``k``, ``1 <= k <= n``.
+    reorthogonalize
+        Classical Gram--Schmidt twice (CGS2, default) or once per step.
+
+    Returns
+    -------
+    ArnoldiDecomposition
+        ``basis`` ``Q`` (n, k), ``hessenberg`` ``H`` (k, k), ``residual`` ``r``
+        (n,), ``norm`` ``||v||`` and ``num_steps`` (valid columns; fewer than
+        ``k`` after a happy breakdown, whose tail is exactly zero).
+
+    Notes
+    -----
+    Reverse-mode differentiable in ``v`` and every leaf of ``params`` through
+    the adjoint recursion of Krämer, Moreno-Muñoz, Roy and Hauberg, "Gradients
+    of Functions of Large Matrices" (NeurIPS 2024): one transpose matvec per
+    step and one batched VJP of ``matvec`` over the basis, memory O(n k), equal
+    to autodiff through the loop up to rounding while ``Q`` is orthonormal to
+    working precision. After a happy breakdown the gradient is that of the
+    first ``num_steps`` columns (the truncation itself is not differentiated);
+    for ``v = 0`` zero cotangents are returned.
+
+    Raises
+    ------
+    ValueError
+        ``krylov_dim`` out of range, ``v`` not 1-D or not finite, ``matvec``
+        output of another shape.
+    TypeError
+        ``krylov_dim`` not an int, ``v`` not real floating, ``matvec`` output of
+        another dtype.
+    """
+    matvec_all, v, params_all, k = prepare(matvec, v, params, krylov_dim, "arnoldi")
+    return _arnoldi(matvec_all, k, bool(reorthogonalize), v, params_all)

@@ -86,3 +86,36 @@ def check_matvec(matvec: Callable, v: Array, params: Any, where: str) -> None:
         raise TypeError(
             f"{where}: `matvec(v, params)` must return dtype {v.dtype} like `v`, got {out.dtype}."
         )
+
+
+def prepare(matvec: Callable, v: Any, params: Any, krylov_dim: Any, where: str):
+    """Validate the public arguments; hoist arrays closed over by ``matvec``.
+
+    Returns ``(matvec_all, v, params_all, k)`` with ``matvec_all(v, params_all)``
+    a closure-free function, so a ``custom_vjp`` can return cotangents for
+    arrays that ``matvec`` captured (``jax.closure_convert``).
+    """
+    v = check_vector(v, where)
+    k = check_krylov_dim(krylov_dim, v.shape[0], where)
+    check_matvec(matvec, v, params, where)
+    v = check_finite(v, where)
+    converted, consts = jax.closure_convert(matvec, v, params)
+    consts = tuple(consts)
+
+    def matvec_all(x, params_all):
+        p, c = params_all
+        return converted(x, p, *c)
+
+    return matvec_all, v, (params, consts), k
+
+
+def transpose_matvec(matvec: Callable, params: Any, like: Array) -> Callable[[Array], Array]:
+    """``y -> A(params)^T y`` from the VJP of the linear map ``x -> matvec(x, params)``."""
+    _, vjp = jax.vjp(lambda x: matvec(x, params), jnp.zeros_like(like))
+    return lambda y: vjp(y)[0]
+
+
+def params_cotangent(matvec: Callable, params: Any, basis_rows: Array, lam_rows: Array):
+    """sum_j d/dparams <lam_j, A(params) q_j>: one VJP of matvec batched over the basis."""
+    _, vjp = jax.vjp(lambda p: jax.vmap(matvec, in_axes=(0, None))(basis_rows, p), params)
+    return vjp(lam_rows)[0]

@@ -284,3 +284,21 @@ def test_tagged_facets_and_boundary_load_errors():
         tagged_facets(space, ["inlet"])
     with pytest.raises(ValueError, match="g must be"):
         p1_boundary_load(space, "left", np.ones(3))
+
+
+def test_vmap_over_states_and_vjp_batches():
+    """The two-sided adjoint batches matvec VJPs over Krylov vectors: vmap must work."""
+    space = structured_tetra_mesh(2, 2, 3)
+    u, kappa, _ = random_fields(space)
+    matvec = p1_stiffness_matvec(space, dirichlet="left")
+    free = free_nodes(space, "left")
+    states = np.stack([u[free], 2 * u[free] + 1, -u[free]])
+    batched = jax.vmap(matvec, in_axes=(0, None))(states, kappa)
+    for row, state in zip(batched, states, strict=True):
+        np.testing.assert_allclose(row, matvec(state, kappa), rtol=1e-13, atol=1e-13)
+
+    def kappa_vjp(state, cotangent):
+        return jax.vjp(lambda k: matvec(state, k), kappa)[1](cotangent)[0]
+
+    grads = jax.vmap(kappa_vjp)(states, states[::-1])
+    np.testing.assert_allclose(grads[1], kappa_vjp(states[1], states[1]), rtol=1e-12)

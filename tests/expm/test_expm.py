@@ -338,3 +338,36 @@ def test_two_sided_gradient_accurate_where_discrete_adjoint_is_not():
         errors[rule] = rel(jax.grad(loss)(params)["log_kappa"], grad_ref["log_kappa"])
     assert errors["two-sided"] < 1e-4
     assert errors["discrete"] > 10 * errors["two-sided"]
+
+
+@pytest.mark.parametrize("method", ["lanczos", "arnoldi"])
+def test_bases_checkpoint_policy_gives_the_same_gradient(method):
+    params, v = diffusion_problem(30, 1e3, seed=12)
+    w = jnp.asarray(np.random.default_rng(13).standard_normal(30))
+
+    def loss(p, checkpoint):
+        y = expm_multiply(
+            diffusion_matvec, v, p, 1.0, tol=1e-9, method=method, checkpoint=checkpoint
+        )
+        return jnp.dot(w, y)
+
+    g_states = jax.grad(loss)(params, "states")
+    g_bases = jax.grad(loss)(params, "bases")
+    assert rel(g_bases["log_kappa"], g_states["log_kappa"]) < 1e-12
+    with pytest.raises(ValueError, match="checkpoint"):
+        loss(params, "everything")
+
+
+def test_vmap_of_grad_over_start_vectors():
+    params, v = diffusion_problem(20, 100.0)
+    vs = jnp.stack([v, jnp.roll(v, 5), -2 * v])
+    w = jnp.asarray(np.random.default_rng(14).standard_normal(20))
+
+    def loss(v, p):
+        return jnp.dot(w, expm_multiply(diffusion_matvec, v, p, 0.5, tol=1e-10, method="lanczos"))
+
+    batched = jax.vmap(jax.grad(loss, argnums=(0, 1)), in_axes=(0, None))(vs, params)
+    for i in range(3):
+        gv, gp = jax.grad(loss, argnums=(0, 1))(vs[i], params)
+        assert rel(batched[0][i], gv) < 1e-10
+        assert rel(batched[1]["log_kappa"][i], gp["log_kappa"]) < 1e-10

@@ -105,11 +105,39 @@ class SolverConfig:
     tol: float | None  # pdeinv tol / diffrax rtol; None for fixed steps
 
     @property
+    def kind(self) -> str:
+        return "pdeinv" if self.family in PDEINV_FAMILIES else "diffrax"
+
+    @property
+    def family_label(self) -> str:
+        return PDEINV_FAMILIES.get(self.family) or DIFFRAX_FAMILIES[self.family][0]
+
+    @property
     def label(self) -> str:
-        name = PDEINV_FAMILIES.get(self.family) or DIFFRAX_FAMILIES[self.family][0]
+        name = self.family_label
         if self.tol is None:
             return name
         return f"{name}, {'tol' if self.family in PDEINV_FAMILIES else 'rtol'}={self.tol:g}"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ExternalSolver:
+    """A row computed by code outside pdeinv/diffrax (a peer library, scipy).
+
+    ``forward(params) -> states`` (``(len(times), n_state)``) and optionally
+    ``value_and_grad(params) -> (loss, grad pytree)``; jitted when ``jittable``
+    (else timed as plain Python, e.g. scipy).  ``num_matvecs`` is reported as given.
+    """
+
+    label: str
+    family: str
+    forward: Callable
+    value_and_grad: Callable | None = None
+    jittable: bool = True
+    num_matvecs: int | None = None
+    tol: float | None = None
+    kind: str = "other"
+    family_label: str | None = None
 
 
 def solver_configs(
@@ -287,7 +315,9 @@ def _flatten(tree):
 def _rel_error(value, reference):
     value, reference = np.ravel(value), np.ravel(reference)
     denom = np.linalg.norm(reference)
-    return float(np.linalg.norm(value - reference) / (denom if denom > 0 else 1.0))
+    with np.errstate(over="ignore", invalid="ignore"):
+        diff = np.linalg.norm(value - reference)
+    return float(diff / (denom if denom > 0 else 1.0))
 
 
 def _first_line(err):
@@ -298,16 +328,11 @@ def _first_line(err):
 
 def _measure(problem, config, reference, repeats, budget, share):
     """One row: timings, counts, memory, errors, or a failure reason."""
-    row = {
-        "label": config.label,
-        "family": config.family,
-        "kind": "pdeinv" if config.family in PDEINV_FAMILIES else "diffrax",
-        "tol": config.tol,
-        "status": "ok",
-        "reason": None,
-    }
+    row = _row_head(config)
     params = problem.params
     deadline = time.perf_counter() + share
+    if isinstance(config, ExternalSolver):
+        return _measure_external(problem, config, reference, repeats, deadline, row)
     forward, value_and_grad = _functions(problem, config)
     try:
         start = time.perf_counter()
@@ -355,9 +380,76 @@ def _measure(problem, config, reference, repeats, budget, share):
         )
         row["gradient_error"] = _rel_error(grad, reference["gradient"])
         row["gradient_over_forward"] = row["value_and_grad_s"] / row["forward_s"]
+        _judge_gradient(row)
     except Exception as err:  # noqa: BLE001 - a failing solver is a result, not a crash
         row.update(status="failed", reason=_first_line(err))
     return row
+
+
+def _row_head(config):
+    return {
+        "label": config.label,
+        "family": config.family,
+        "family_label": config.family_label or config.family,
+        "kind": config.kind,
+        "tol": config.tol,
+        "status": "ok",
+        "reason": None,
+    }
+
+
+def _measure_external(problem, config, reference, repeats, deadline, row):
+    params = problem.params
+
+    def prepare(fn):
+        if not config.jittable:
+            return fn, None
+        start = time.perf_counter()
+        compiled = jax.jit(fn).lower(params).compile()
+        return compiled, time.perf_counter() - start
+
+    try:
+        forward, row["compile_forward_s"] = prepare(config.forward)
+        states, row["forward_s"], row["forward_repeats"] = _timed(
+            forward, params, repeats, deadline
+        )
+        states = np.asarray(states)
+        if not np.all(np.isfinite(states)):
+            row.update(status="failed", reason="forward solve: non-finite state")
+            return row
+        row["value_error"] = _rel_error(states, reference["states"])
+        row["num_matvecs"] = config.num_matvecs
+        if config.jittable:
+            row["peak_memory_forward_bytes"] = _peak_bytes(forward)
+        if config.value_and_grad is None:
+            row["reason"] = "forward only (no gradient)"
+            return row
+        value_and_grad, row["compile_value_and_grad_s"] = prepare(config.value_and_grad)
+        if config.jittable:
+            row["peak_memory_bytes"] = _peak_bytes(value_and_grad)
+        (value, grad), row["value_and_grad_s"], row["value_and_grad_repeats"] = _timed(
+            value_and_grad, params, repeats, deadline
+        )
+        grad = _flatten(grad)
+        if not (np.isfinite(float(value)) and np.all(np.isfinite(grad))):
+            row.update(status="failed", reason="non-finite value or gradient")
+            return row
+        row["loss"] = float(value)
+        row["gradient_error"] = _rel_error(grad, reference["gradient"])
+        row["gradient_over_forward"] = row["value_and_grad_s"] / row["forward_s"]
+        _judge_gradient(row)
+    except Exception as err:  # noqa: BLE001 - a failing solver is a result, not a crash
+        row.update(status="failed", reason=_first_line(err))
+    return row
+
+
+def _judge_gradient(row):
+    """A gradient that overflows is a failure; one off by 100 % or more is flagged."""
+    err = row["gradient_error"]
+    if not math.isfinite(err):
+        row.update(status="failed", reason="gradient overflows (relative error is inf)")
+    elif err >= 1.0:
+        row["reason"] = f"gradient unusable: relative error {err:.1e}"
 
 
 def _reference(problem, reference, cross_check_max_states, budget):
@@ -504,10 +596,9 @@ def compare(
     for i, config in enumerate(configs):
         left = clock.left()
         if left <= 0:
-            rows.append({"label": config.label, "family": config.family, "tol": config.tol,
-                         "kind": "pdeinv" if config.family in PDEINV_FAMILIES else "diffrax",
-                         "status": "skipped",
-                         "reason": f"time budget of {budget:g} s exhausted"})  # fmt: skip
+            row = _row_head(config)
+            row.update(status="skipped", reason=f"time budget of {budget:g} s exhausted")
+            rows.append(row)
             say(f"skipped  {config.label}: time budget exhausted")
             continue
         share = left / (len(configs) - i) if math.isfinite(left) else math.inf
@@ -548,11 +639,11 @@ def _stiffness(problem):
 
 
 def _progress_line(row):
-    if row["status"] == "failed":
-        return f"failed   {row['label']}: {row['reason']}"
     if row["status"] != "ok":
         return f"{row['status']:<8} {row['label']}: {row['reason']}"
-    return (f"ok       {row['label']}: value+grad {1e3 * row['value_and_grad_s']:.1f} ms, "
+    if row.get("gradient_error") is None:
+        return f"ok       {row['label']}: forward {_ms(row['forward_s'])} ({row['reason']})"
+    return (f"ok       {row['label']}: value+grad {_ms(row['value_and_grad_s'])}, "
             f"gradient error {row['gradient_error']:.1e}")  # fmt: skip
 
 
@@ -608,7 +699,7 @@ def summary_lines(result) -> list[str]:
                 f"accurate in {_ms(s['diffrax_s'])}, {1 / s['speedup']:.1f}x faster than pdeinv."
             )
     for row in result["rows"]:
-        if row["status"] in ("failed", "skipped", "partial"):
+        if row["status"] in ("failed", "skipped", "partial") or row["reason"]:
             lines.append(f"{row['label']}: {row['status']} ({row['reason']}).")
     return lines
 
@@ -638,7 +729,8 @@ def to_markdown(result: dict) -> str:
     """The comparison as a markdown table plus the verdict sentences."""
     p, m, ref = result["problem"], result["machine"], result["reference"]
     head = (
-        f"**{p['name']}** ({p['model']}, {p['num_states']} states, times {p['times']}"
+        f"**{p['name']}** ({p['model']}, {p['num_states']} states, "
+        f"times {', '.join(f'{t:.3g}' for t in p['times'])}"
         + (f", t·‖A‖ ≈ {p['norm_estimate_times_t']:.3g}" if p["norm_estimate_times_t"] else "")
         + f"). Machine: {m['processor']}, {m['cpu_count']} CPUs, {m['device']}, "
         f"jax {m['jax']}, diffrax {m['diffrax']}. Reference: {ref['source']}"
@@ -655,7 +747,10 @@ def to_markdown(result: dict) -> str:
             "peak mem [MiB]", "value err", "grad err"]  # fmt: skip
     lines = [head, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in result["rows"]:
-        status = r["status"] if r["status"] == "ok" else f"{r['status']}: {r['reason']}"
+        if r["status"] == "ok":
+            status = f"ok ({r['reason']})" if r["reason"] else "ok"
+        else:
+            status = f"{r['status']}: {r['reason']}"
         status = status.replace("|", "/")
         cells = [
             r["label"],
@@ -689,16 +784,17 @@ def plot_work_precision(result: dict, path) -> None:
     markers = "os^vD<>ph*"
     floor = max(result["reference"].get("uncertainty", 0.0), 1e-16)
     for i, family in enumerate(families):
-        pts = [r for r in result["rows"] if r["family"] == family and r["status"] == "ok"]
+        pts = [r for r in result["rows"] if r["family"] == family and r["status"] == "ok"
+               and r.get("gradient_error") is not None]  # fmt: skip
         if not pts:
             continue
         pts.sort(key=lambda r: r["value_and_grad_s"])
         x = [r["value_and_grad_s"] for r in pts]
         y = [max(r["gradient_error"], floor) for r in pts]
-        name = PDEINV_FAMILIES.get(family) or DIFFRAX_FAMILIES[family][0]
-        style = "-" if family in PDEINV_FAMILIES else "--"
-        ax.loglog(x, y, style, marker=markers[i % len(markers)], label=name,
-                  linewidth=2.2 if family in PDEINV_FAMILIES else 1.4)  # fmt: skip
+        name = pts[0]["family_label"]
+        is_pdeinv = pts[0]["kind"] == "pdeinv"
+        ax.loglog(x, y, "-" if is_pdeinv else "--", marker=markers[i % len(markers)], label=name,
+                  linewidth=2.2 if is_pdeinv else 1.4)  # fmt: skip
         for r, xi, yi in zip(pts, x, y, strict=True):
             if r["tol"] is not None:
                 ax.annotate(f"{r['tol']:.0e}", (xi, yi), textcoords="offset points",
@@ -708,7 +804,8 @@ def plot_work_precision(result: dict, path) -> None:
     p = result["problem"]
     ax.set_title(f"Work-precision: {p['name']} ({p['num_states']} states)", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    failed = [r["label"] for r in result["rows"] if r["status"] != "ok"]
+    failed = [r["label"] for r in result["rows"]
+              if r["status"] != "ok" or r.get("gradient_error") is None]  # fmt: skip
     if failed:
         ax.text(0.01, 0.01, "not shown (see table): " + "; ".join(failed)[:300],
                 transform=ax.transAxes, fontsize=6, va="bottom", wrap=True)  # fmt: skip

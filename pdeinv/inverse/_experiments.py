@@ -193,9 +193,7 @@ class MultiExperimentProblem:
         arrays = (initial, data, inv_sigma, mask)
         if self.sharding is not None:
             batch, replicated = self.sharding.batch_sharding(), self.sharding.replicated()
-            arrays = tuple(
-                jax.device_put(a, batch if a.ndim else replicated) for a in arrays
-            )
+            arrays = tuple(jax.device_put(a, batch if a.ndim else replicated) for a in arrays)
         return arrays
 
     def _specs(self, arrays):

@@ -51,7 +51,9 @@ def test_vmap_keeps_per_experiment_step_control(heat):
     steps = [int(s.num_steps) for _, s in separate]
     assert len(set(steps)) >= 2, steps  # the experiments really differ
     np.testing.assert_array_equal(np.asarray(stats.num_steps), steps)
-    np.testing.assert_array_equal(np.asarray(stats.num_rejected), [int(s.num_rejected) for _, s in separate])
+    np.testing.assert_array_equal(
+        np.asarray(stats.num_rejected), [int(s.num_rejected) for _, s in separate]
+    )
     for e, (y, _) in enumerate(separate):
         assert rel(ys[e], y) <= 1e-12
 
@@ -87,7 +89,9 @@ def test_batch_size_chunks_equal_vmap(heat):
 
 def _problems(model, initial, sigma):
     space = model.space
-    params = inverse.ParameterMap(inverse.NodalField(space.num_nodes), "log_kappa", dict(model.params))
+    params = inverse.ParameterMap(
+        inverse.NodalField(space.num_nodes), "log_kappa", dict(model.params)
+    )
     observation = inverse.PointSensors.at(space, inverse.sensor_layout(space, 9))
     times = np.asarray(TIMES)
     data = np.random.default_rng(2).standard_normal((len(initial), len(times), 9))
@@ -101,7 +105,9 @@ def _problems(model, initial, sigma):
     singles = [
         inverse.InverseProblem(
             model=models.heat_fd(space, model.params["log_kappa"], u0),
-            data=data[e], sigma=np.broadcast_to(sigma, data.shape)[e], **common,
+            data=data[e],
+            sigma=np.broadcast_to(sigma, data.shape)[e],
+            **common,
         )  # fmt: skip
         for e, u0 in enumerate(initial)
     ]

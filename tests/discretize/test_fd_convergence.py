@@ -95,7 +95,7 @@ def _solve_steady_diffusion(g, bc, *, mean, reaction=0.0):
         (2, "DDDD", (12, 24, 48), "harmonic"),
         (2, "DNND", (12, 24, 48), "harmonic"),
         (2, "DNND", (12, 24, 48), "arithmetic"),
-        (3, "DDNDDD", (4, 8, 16), "harmonic"),
+        pytest.param(3, "DDNDDD", (4, 8, 16), "harmonic", marks=pytest.mark.slow),
     ],
 )
 def test_diffusion_dirichlet_order_two(dim, kinds, sizes, mean):

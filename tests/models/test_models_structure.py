@@ -82,7 +82,13 @@ def test_neumann_heat_conserves_mass():
     np.testing.assert_allclose(sqrt_mass @ A, 0.0, atol=1e-12 * abs(A).max())
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+SLOW_VJP = {"heat-fd-3d-mixed", "heat-p1-tet", "advdiff-central-field", "wave-nondiv"}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_VJP else n for n in MODELS],
+)
 def test_adjoint_dot_product_and_parameter_vjp(name):
     model = MODELS[name]
     keys = jax.random.split(jax.random.PRNGKey(0), 4)

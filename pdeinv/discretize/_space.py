@@ -40,7 +40,9 @@ class Space:
             raise ValueError(f"points must have shape (num_nodes, dim<=3), got {points.shape}")
         cells = np.asarray(self.cells, dtype=np.int64)
         if cells.ndim != 2:
-            raise ValueError(f"cells must have shape (num_cells, nodes_per_cell), got {cells.shape}")
+            raise ValueError(
+                f"cells must have shape (num_cells, nodes_per_cell), got {cells.shape}"
+            )
         if self.cell_type not in _CELL_TYPES:
             raise ValueError(f"cell_type must be one of {_CELL_TYPES}, got {self.cell_type!r}")
         if self.shape is not None and int(np.prod(self.shape)) != points.shape[0]:

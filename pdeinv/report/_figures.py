@@ -204,6 +204,8 @@ def draw_fit(result, path):
     full = str(result.get("observation_kind", "full")) == "full" and "points" in result
     if full and np.asarray(result["points"]).shape[1] >= 2:
         geom = _Geometry(result)
+        sigma = result.get("noise_sigma")
+        noise = f", σ = {float(sigma):.2g}" if sigma is not None else ""
         show = np.unique(np.linspace(0, len(times) - 1, min(3, len(times))).round().astype(int))
         fig, axes = plt.subplots(len(show), 3, figsize=(14, 3.8 * len(show)), squeeze=False)
         for row, i in enumerate(show):
@@ -218,7 +220,7 @@ def draw_fit(result, path):
             residual = observed[i] - predicted[i]
             bound = float(np.max(np.abs(residual))) or 1.0
             art = geom.draw(axes[row, 2], residual, cmap="RdBu_r", vmin=-bound, vmax=bound,
-                            title=f"residual (observed − {label})")  # fmt: skip
+                            title=f"residual (observed − {label}){noise}")  # fmt: skip
             _colorbar(fig, axes[row, 2], art, "Δu")
         fig.suptitle("Data fit at the observation times", fontsize=13)
         fig.tight_layout(rect=(0, 0, 1, 0.97))

@@ -699,7 +699,7 @@ def summary_lines(result) -> list[str]:
                 f"accurate in {_ms(s['diffrax_s'])}, {1 / s['speedup']:.1f}x faster than pdeinv."
             )
     for row in result["rows"]:
-        if row["status"] in ("failed", "skipped", "partial") or row["reason"]:
+        if row["status"] in ("failed", "skipped", "partial") or row.get("reason"):
             lines.append(f"{row['label']}: {row['status']} ({row['reason']}).")
     return lines
 

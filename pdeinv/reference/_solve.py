@@ -179,15 +179,27 @@ class _MatrixFreeChord(dfx.VeryChord):
         return new_y, new_state, aux
 
 
+# Iteration cap of the unpreconditioned Krylov stage solves.  lineax's default
+# (10 n) lets one stiff stage system run for minutes; when the cap is hit the
+# chord iteration fails and diffrax rejects the step and retries a shorter one,
+# whose stage system is better conditioned.
+_LINEAR_MAX_STEPS = 600
+
+
 def _make_solver(solver, linear_solver, linear_rtol, linear_atol, linear_restart):
     cls = _SOLVER_CLASSES[solver]
     if solver in EXPLICIT_SOLVERS:
         return cls()
     _check_choice("linear_solver", linear_solver, LINEAR_SOLVERS)
     if linear_solver == "gmres":
-        krylov = lx.GMRES(rtol=linear_rtol, atol=linear_atol, restart=linear_restart)
+        krylov = lx.GMRES(
+            rtol=linear_rtol,
+            atol=linear_atol,
+            restart=linear_restart,
+            max_steps=_LINEAR_MAX_STEPS,
+        )
     else:
-        krylov = lx.BiCGStab(rtol=linear_rtol, atol=linear_atol)
+        krylov = lx.BiCGStab(rtol=linear_rtol, atol=linear_atol, max_steps=_LINEAR_MAX_STEPS)
     # VeryChord linearises the stage relation once per step with
     # `lx.linearise(lx.JacobianLinearOperator(...))` (a jax.linearize closure,
     # i.e. Jacobian-vector products).  Only a solver that asks the operator
@@ -381,7 +393,8 @@ def solve(
         default PI controller (0.3, 0.4) suits the mildly stiff regime explicit
         methods work in on PDEs.  The implicit method uses an I controller.
     linear_solver
-        ``"gmres"`` (restart 30) or ``"bicgstab"`` for the implicit method.
+        ``"gmres"`` (restart 30) or ``"bicgstab"`` for the implicit method, at most
+        600 iterations per stage solve (a failed stage solve rejects the step).
 
     Returns
     -------

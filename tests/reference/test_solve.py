@@ -274,7 +274,7 @@ def test_agrees_with_expm_multiply():
     from pdeinv.models import simulate
 
     pytest.importorskip("pdeinv.expm._expm")
-    for name in MODELS:
+    for name in ["advection_diffusion", "affine_heat"]:
         model = MODELS[name]()
         times = np.array([0.01, 0.05])
         ours = reference.solve(model, model.params, times, solver="dopri8", rtol=1e-12, atol=1e-14)

@@ -173,7 +173,7 @@ def _diffusion(U, K, g, bcs, mean, offsets=None):
         kappas = _boundary_kappa(K, axis, bcs.sides[axis], mean)
         boundary_flux = [None if j is None else k * j for j, k in zip(jumps, kappas, strict=True)]
         left, right = _faces(flux, *boundary_flux, axis, n)
-        out = out + (right - left) / h**2
+        out = out + (right - left) * (1.0 / h**2)
     return out
 
 

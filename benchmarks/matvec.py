@@ -85,8 +85,18 @@ def _rows(label, n, matvec_jax, args, csr64, extra_bytes, repeats):
         bytes_jax = 3 * n * s + extra_bytes(s)
         bytes_csr = csr.nnz * (s + 4) + 4 * (n + 1) + 2 * n * s
         rows.append(
-            (label, np.dtype(dtype).name, n, csr.nnz, t_jax, bytes_jax / t_jax, t_csr,
-             bytes_csr / t_csr, t_csr / t_jax, err)  # fmt: skip
+            (
+                label,
+                np.dtype(dtype).name,
+                n,
+                csr.nnz,
+                t_jax,
+                bytes_jax / t_jax,
+                t_csr,
+                bytes_csr / t_csr,
+                t_csr / t_jax,
+                err,
+            )  # fmt: skip
         )
     return rows
 

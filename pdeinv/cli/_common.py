@@ -50,6 +50,10 @@ def run_folder(config: dict, out: str | None, force: bool) -> Path:
     if out is None:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         folder = Path("runs") / f"{config['name']}-{stamp}"
+        suffix = 1
+        while folder.exists():  # two runs started within the same second
+            suffix += 1
+            folder = Path("runs") / f"{config['name']}-{stamp}-{suffix}"
     else:
         folder = Path(out)
     if folder.exists():

@@ -29,7 +29,7 @@ class Option:
     """One config key: default, type, allowed values, meaning."""
 
     default: Any
-    kind: str  # int | float | bool | str | path | ints | floats | points | expr
+    kind: str  # int | float | bool | str | path | ints | floats | points | expr | exprs
     doc: str
     choices: tuple | None = None
     minimum: float | None = None
@@ -50,6 +50,13 @@ SCHEMA: dict[str, Any] = {
     "seed": Option(0, "int", "Seed of all randomness (noise, blobs, random sensors).", minimum=0),
     "precision": Option(
         "float64", "str", "Floating-point precision of the run.", choices=("float64", "float32")
+    ),
+    "dtype": Option(
+        None,
+        "str",
+        "Same as `precision` (float32 runs without x64); when set it wins.",
+        choices=("float64", "float32"),
+        nullable=True,
     ),
     "model": {
         "pde": Option(
@@ -160,6 +167,33 @@ SCHEMA: dict[str, Any] = {
             "float",
             "Gaussian noise standard deviation relative to the RMS of the clean data.",
             minimum=0.0,
+        ),
+    },
+    "experiments": {
+        "initial_conditions": Option(
+            None,
+            "exprs",
+            "One experiment per entry (its initial condition; each has its own data, the "
+            "misfits are summed); null = [model.initial_condition], or none when `random` > 0. "
+            + FIELD_HELP,
+            nullable=True,
+        ),
+        "random": Option(
+            0,
+            "int",
+            "Add this many experiments with smooth random initial conditions (seeded "
+            "Gaussian-process samples).",
+            minimum=0,
+        ),
+        "length_scale": Option(
+            0.15, "float", "Correlation length of the random initial conditions.", positive=True
+        ),
+        "batch_size": Option(
+            None,
+            "int",
+            "Experiments solved at once per device (vmap); null = all. Smaller bounds memory.",
+            positive=True,
+            nullable=True,
         ),
     },
     "parameterization": {
@@ -451,6 +485,15 @@ def _check_value(key: str, value: Any, option: Option, base: Path) -> Any:
             value = [_as_float(key, v, option) for v in value]
         for v in value:
             _check_number(key, v, option)
+    elif kind == "exprs":
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not value:
+            raise ConfigError(
+                f"{key} must be a non-empty list of fields/expressions, got {value!r}"
+            )
+        if not all(isinstance(v, str) and v.strip() for v in value):
+            raise ConfigError(f"{key} must be a list of non-empty strings, got {value!r}")
     elif kind == "points":
         if not isinstance(value, list) or not value:
             raise ConfigError(f"{key} must be a list of coordinates [[x, y], ...], got {value!r}")
@@ -498,6 +541,14 @@ def _cross_check(config: dict) -> None:
         raise ConfigError("data.file must name a .npz file when data.source = file")
     if model["boundary"] == "periodic" and model["mesh"] is not None:
         raise ConfigError("model.boundary = periodic needs a grid, not model.mesh")
+    if config["dtype"] is not None:
+        config["precision"] = config["dtype"]
+    if config["data"]["source"] == "file" and (
+        config["experiments"]["initial_conditions"] is not None or config["experiments"]["random"]
+    ):
+        raise ConfigError(
+            "experiments need data.source = synthetic (data files hold one experiment)"
+        )
 
 
 def resolve_config(raw: dict | None, overrides=(), *, base: str | os.PathLike = ".") -> dict:
@@ -583,6 +634,7 @@ def schema_markdown() -> str:
                 "floats": "list of numbers",
                 "points": "list of points",
                 "expr": "field name or expression",
+                "exprs": "list of fields or expressions",
             }[option.kind]
             if option.positive:
                 allowed += " > 0"

@@ -41,6 +41,7 @@ class Experiment:
     optimizer: Any
     observation_kind: str
     build_time_s: float
+    device_layout: dict | None = None  # devices and how experiments are split over them
 
     @property
     def space(self):
@@ -179,8 +180,15 @@ def _load_data_file(path: str, space):
     return times, observations, sensors, content.get("sigma"), truth
 
 
-def build_experiment(config: dict, *, with_data: bool = True) -> Experiment:
-    """Space, model, data and inverse problem of a resolved config."""
+def build_experiment(config: dict, *, with_data: bool = True, devices=None) -> Experiment:
+    """Space, model, data and inverse problem of a resolved config.
+
+    With several experiments (config ``experiments``) the problem is a
+    :class:`~pdeinv.inverse.MultiExperimentProblem`, split over ``devices``
+    (``None``: all JAX devices, or a count).
+    """
+    from ._scale import device_mesh, initial_condition_fields
+
     start = time.perf_counter()
     dtype = jnp.float64 if config["precision"] == "float64" else jnp.float32
     pde = config["model"]["pde"]
@@ -216,7 +224,16 @@ def build_experiment(config: dict, *, with_data: bool = True) -> Experiment:
     build_params = {field_param: np.log(build_field), **extra_true}
     if pde == "advection_diffusion" and "velocity" not in build_params:
         build_params["velocity"] = np.asarray(config["parameterization"]["initial_velocity"])
+    initial_fields = initial_condition_fields(config, space, _field)
+    multiple = len(initial_fields) > 1
+    u0_field = initial_fields[0]  # the model's own u0 is the first experiment's
     model = build_model(config, space, build_params, u0_field, dtype)
+    initial_states = None
+    if multiple:
+        initial_states = jnp.stack(
+            [model.state_from_field(jnp.asarray(f, dtype)) for f in initial_fields]
+        )
+    sharding, device_layout = device_mesh(devices, len(initial_fields))
     observation_kind, observation = _observation(config, space, sensors_from_file)
     solver = solver_options(config)
 
@@ -226,7 +243,15 @@ def build_experiment(config: dict, *, with_data: bool = True) -> Experiment:
         true_params = {**model.params, **true_params}
         from ..models import simulate
 
-        states = simulate(model, true_params, jnp.asarray(times, dtype), **solver)
+        if multiple:
+            from ..inverse._experiments import simulate_experiments
+
+            states = simulate_experiments(
+                model, true_params, jnp.asarray(times, dtype), initial_states,
+                batch_size=config["experiments"]["batch_size"], **solver,
+            )  # fmt: skip
+        else:
+            states = simulate(model, true_params, jnp.asarray(times, dtype), **solver)
         clean = np.asarray(observation(model.observe(states)), dtype=float)
         data, sigma = inverse.add_noise(clean, config["noise"]["level"], seed=config["seed"])
     else:
@@ -254,7 +279,16 @@ def build_experiment(config: dict, *, with_data: bool = True) -> Experiment:
     regularizer = inverse.make_regularizer(
         reg["kind"], space, mean=float(np.log(prior)), epsilon=reg["tv_epsilon"]
     )
-    problem = inverse.InverseProblem(
+    problem_class, multi_options = inverse.InverseProblem, {}
+    if multiple:
+        from ..inverse._experiments import MultiExperimentProblem
+
+        problem_class = MultiExperimentProblem
+        multi_options = dict(
+            initial_states=initial_states, sharding=sharding,
+            batch_size=config["experiments"]["batch_size"],
+        )  # fmt: skip
+    problem = problem_class(
         model=model,
         times=times,
         parameters=parameters,
@@ -264,6 +298,7 @@ def build_experiment(config: dict, *, with_data: bool = True) -> Experiment:
         regularizer=regularizer,
         weight=reg["weight"],
         solver=solver,
+        **multi_options,
     )
     x0 = parameters.initial(np.log(initial_value), initial_extra, dtype=np.dtype(dtype))
     opt = config["optimizer"]
@@ -294,6 +329,7 @@ def build_experiment(config: dict, *, with_data: bool = True) -> Experiment:
         optimizer=optimizer,
         observation_kind=observation_kind,
         build_time_s=time.perf_counter() - start,
+        device_layout=device_layout,
     )
 
 
@@ -393,7 +429,8 @@ def check_with_diffrax(experiment: Experiment, outcome: FitOutcome) -> tuple[flo
         experiment.model,
         params,
         experiment.problem.times,
-        outcome.states,
+        # Several experiments: check the first (the model's u0 is its initial state).
+        outcome.states if outcome.states.ndim == 2 else outcome.states[0],
         solver=check["solver"],
         rtol=check["rtol"],
         atol=check["atol"],
@@ -461,6 +498,7 @@ def fit_metrics(experiment, outcome, *, diffrax_check, check_time_s, statistics,
         solver_statistics=statistics,
         seconds_per_evaluation=outcome.fit_time_s / max(result.num_evaluations, 1),
         environment=_environment(),
+        devices=experiment.device_layout,
     )
     if outcome.morozov is not None:
         metrics["morozov"] = {
@@ -517,7 +555,9 @@ def write_fit_folder(folder: Path, experiment, outcome, metrics) -> None:
             arrays[f"recovered_{key}"] = value
             if experiment.true_params is not None and key in experiment.true_params:
                 arrays[f"true_{key}"] = np.asarray(experiment.true_params[key])
-    report.write_result(folder, arrays)
+    from ._scale import split_experiment_arrays
+
+    report.write_result(folder, split_experiment_arrays(arrays))
     if config["output"]["vtu"]:
         name = experiment.coefficient
         point_data = {f"{name}_recovered": recovered}

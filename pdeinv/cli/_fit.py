@@ -21,6 +21,13 @@ def register(subparsers) -> None:
         ),
     )
     add_config_arguments(parser)
+    parser.add_argument(
+        "--devices",
+        type=int,
+        metavar="N",
+        help="split the experiments over the first N JAX devices (default: all); "
+        "the layout is recorded in metrics.json",
+    )
     parser.set_defaults(func=run)
 
 
@@ -38,12 +45,13 @@ def run(args) -> int:
     config = prepare(args)
     folder = run_folder(config, args.out, args.force)
     progress = Progress(quiet=args.quiet)
-    experiment = build_experiment(config)
+    experiment = build_experiment(config, devices=args.devices)
     problem = experiment.problem
     progress.message(
         f"{config['name']}: {config['model']['pde']} on {experiment.space.num_nodes} nodes, "
         f"{problem.parameters.size} unknowns, {problem.num_observations} data, "
         f"{config['optimizer']['method']} (setup {experiment.build_time_s:.1f} s)"
+        + _experiments_note(experiment.device_layout)
     )
 
     def on_weight(weight):
@@ -75,3 +83,12 @@ def run(args) -> int:
             summary.append(f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}")
     print("\n".join(summary), file=sys.stdout)
     return 0
+
+
+def _experiments_note(layout) -> str:
+    if layout is None or layout["num_experiments"] == 1:
+        return ""
+    return (
+        f"; {layout['num_experiments']} experiments on {layout['count']} "
+        f"{layout['platform']} device(s)"
+    )

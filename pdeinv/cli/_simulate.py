@@ -57,7 +57,9 @@ def run(args) -> int:
     if experiment.observation_kind == "sensors":
         arrays["sensors"] = problem.observation.locations
         arrays["sensor_locations"] = problem.observation.locations
-    report.write_result(folder, arrays)
+    from ._scale import split_experiment_arrays
+
+    report.write_result(folder, split_experiment_arrays(arrays))
     metrics = {
         "coefficient": experiment.coefficient,
         "num_nodes": experiment.space.num_nodes,

@@ -116,6 +116,31 @@ def transpose_matvec(matvec: Callable, params: Any, like: Array) -> Callable[[Ar
 
 
 def params_cotangent(matvec: Callable, params: Any, basis_rows: Array, lam_rows: Array):
-    """sum_j d/dparams <lam_j, A(params) q_j>: one VJP of matvec batched over the basis."""
-    _, vjp = jax.vjp(lambda p: jax.vmap(matvec, in_axes=(0, None))(basis_rows, p), params)
-    return vjp(lam_rows)[0]
+    """sum_j d/dparams <lam_j, A(params) q_j>, VJPs of matvec batched over the basis.
+
+    The batch is processed in chunks of at most ``_PARAMS_CHUNK`` vectors (a
+    ``lax.scan`` over chunks): one VJP over all k vectors at once would hold k
+    copies of every intermediate of matvec, which for k = 80 outweighs the basis
+    itself.
+    """
+    k = basis_rows.shape[0]
+    chunk = max(d for d in range(1, min(k, _PARAMS_CHUNK) + 1) if k % d == 0)
+
+    def chunk_cotangent(rows, lams):
+        _, vjp = jax.vjp(lambda p: jax.vmap(matvec, in_axes=(0, None))(rows, p), params)
+        return vjp(lams)[0]
+
+    if chunk == k:
+        return chunk_cotangent(basis_rows, lam_rows)
+    shape = (k // chunk, chunk, basis_rows.shape[1])
+
+    def accumulate(total, xs):
+        part = chunk_cotangent(*xs)
+        return jax.tree.map(jnp.add, total, part), None
+
+    zero = jax.tree.map(jnp.zeros_like, params)
+    total, _ = jax.lax.scan(accumulate, zero, (basis_rows.reshape(shape), lam_rows.reshape(shape)))
+    return total
+
+
+_PARAMS_CHUNK = 16

@@ -57,6 +57,7 @@ def lanczos_iteration(
     krylov_dim: int,
     *,
     reorthogonalize: bool = False,
+    length=None,
 ) -> LanczosDecomposition:
     """Raw (not custom-differentiated) Lanczos iteration on ``apply(v) = A v``.
 
@@ -67,8 +68,8 @@ def lanczos_iteration(
     recurrence 5x faster at equal accuracy). With ``reorthogonalize`` the new
     direction is additionally orthogonalised twice against the whole basis.
 
-    ``A`` is assumed symmetric; nothing checks it. Happy breakdown and zero
-    ``v`` behave as in :func:`~pdeinv.krylov._arnoldi.arnoldi_iteration`.
+    ``A`` is assumed symmetric; nothing checks it. Happy breakdown, zero ``v``
+    and ``length`` behave as in :func:`~pdeinv.krylov._arnoldi.arnoldi_iteration`.
     """
     n = v.shape[0]
     k = int(krylov_dim)
@@ -91,7 +92,7 @@ def lanczos_iteration(
         w = w - alpha * q
         if reorthogonalize:
             for _ in range(2):
-                w = w - basis.T @ (basis @ w)
+                w = w - (basis @ w) @ basis
         norm_w = safe_norm(w)
         broke = norm_w <= breakdown_tolerance(scale, dtype)
         num_steps = num_steps + active.astype(num_steps.dtype)
@@ -99,8 +100,8 @@ def lanczos_iteration(
         b_next = jnp.where(broke, jnp.zeros_like(norm_w), norm_w)
         q_next = safe_normalize(w, norm_w, broke)
         alphas = alphas.at[j].set(alpha)
-        offdiag = offdiag.at[j].set(b_next)
-        not_last = j + 1 < k
+        not_last = j + 1 < stop
+        offdiag = offdiag.at[j].set(jnp.where(not_last, b_next, jnp.zeros_like(b_next)))
         idx = jnp.minimum(j + 1, k - 1)
         basis = basis.at[idx].set(jnp.where(not_last, q_next, basis[idx]))
         residual = jnp.where(broke, jnp.zeros_like(w), w)
@@ -117,7 +118,8 @@ def lanczos_iteration(
         jnp.zeros((), dtype=jnp.int32),
         jnp.zeros((), dtype=dtype),
     )
-    out = lax.fori_loop(0, k, step, init)
+    stop = k if length is None else jnp.minimum(length, k)
+    out = lax.fori_loop(0, stop, step, init)
     basis, alphas, offdiag = out[0], out[1], out[2]
     residual, num_steps = out[5], out[7]
     b = offdiag[: k - 1]

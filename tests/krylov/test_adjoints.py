@@ -71,17 +71,18 @@ def _assert_trees_close(got, ref, rtol):
         ) / np.linalg.norm(r)
 
 
+_slow = pytest.mark.slow
 ADJOINT_CASES = [
     # method, reorthogonalize, symmetric A, n, krylov_dim
     ("arnoldi", True, False, 8, 8),
-    ("arnoldi", True, False, 20, 7),
+    pytest.param("arnoldi", True, False, 20, 7, marks=_slow),
     ("arnoldi", True, True, 30, 30),
     ("arnoldi", False, False, 15, 6),
-    ("arnoldi", True, False, 12, 1),
+    pytest.param("arnoldi", True, False, 12, 1, marks=_slow),
     ("lanczos", False, True, 8, 8),
     ("lanczos", False, True, 30, 10),
-    ("lanczos", False, True, 12, 1),
-    ("lanczos", True, True, 30, 30),
+    pytest.param("lanczos", False, True, 12, 1, marks=_slow),
+    pytest.param("lanczos", True, True, 30, 30, marks=_slow),
     ("lanczos", True, True, 20, 9),
 ]
 

@@ -44,7 +44,7 @@ CASES = [
 
 
 @pytest.mark.parametrize(("kind", "symmetric", "reorth"), CASES)
-@pytest.mark.parametrize("k", [1, 4, 12, 25])
+@pytest.mark.parametrize("k", [pytest.param(1, marks=pytest.mark.slow), 4, 12, 25])
 def test_relation_orthogonality_and_expm(kind, symmetric, reorth, k):
     n = 25
     a, v = _problem(n, symmetric)

@@ -147,3 +147,25 @@ def test_dtype_kept_and_vmap(kind):
     batched = jax.jit(jax.vmap(lambda v: iteration(lambda x: jnp.asarray(a) @ x, v, 5)))(vs)
     np.testing.assert_allclose(batched.norm[1], 2 * batched.norm[0], rtol=1e-14)
     np.testing.assert_array_equal(batched.num_steps, [5, 5, 0])
+
+
+@pytest.mark.parametrize("kind", ["arnoldi", "lanczos"])
+def test_traced_length_equals_shorter_decomposition_zero_padded(kind):
+    # pdeinv.expm picks the dimension per step: length=3 of 6 must be the
+    # 3-step decomposition, padded with zeros.
+    a, v = _problem(15, symmetric=True, seed=5)
+    iteration = arnoldi_iteration if kind == "arnoldi" else lanczos_iteration
+    a = jnp.asarray(a)
+
+    @jax.jit
+    def short(v, length):
+        return iteration(lambda x: a @ x, v, 6, length=length)
+
+    got = [np.asarray(x) for x in short(jnp.asarray(v), jnp.asarray(3))]
+    ref = _run(kind, a, v, 3, kind == "arnoldi")
+    np.testing.assert_allclose(got[0][:, :3], ref[0], atol=1e-14)
+    assert not np.any(got[0][:, 3:])
+    np.testing.assert_allclose(got[1][:3, :3], ref[1], atol=1e-14)
+    assert not np.any(got[1][3:]) and not np.any(got[1][:, 3:])
+    np.testing.assert_allclose(got[2], ref[2], atol=1e-14)
+    assert got[4] == 3

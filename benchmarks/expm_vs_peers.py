@@ -166,35 +166,11 @@ def plot(results, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(results), figsize=(6.2 * len(results), 4.8),
+    fig, axes = plt.subplots(len(results), 1, figsize=(10.0, 4.6 * len(results)),
                              squeeze=False, constrained_layout=True)  # fmt: skip
-    markers = "os^vD<>ph*"
-    for ax, result in zip(axes[0], results, strict=True):
-        families = []
-        for r in result["rows"]:
-            if r["family"] not in families:
-                families.append(r["family"])
-        floor = max(result["reference"].get("uncertainty", 0.0), 1e-16)
-        for i, fam in enumerate(families):
-            pts = sorted(
-                (r for r in result["rows"] if r["family"] == fam and r["status"] == "ok"
-                 and r.get("gradient_error") is not None),
-                key=lambda r: r["value_and_grad_s"],
-            )  # fmt: skip
-            if not pts:
-                continue
-            is_pdeinv = pts[0]["kind"] == "pdeinv"
-            x = [r["value_and_grad_s"] for r in pts]
-            y = [max(r["gradient_error"], floor) for r in pts]
-            style = dict(linestyle="-" if is_pdeinv else "--", linewidth=2.2 if is_pdeinv else 1.3)
-            ax.loglog(x, y, marker=markers[i % len(markers)], label=pts[0]["family_label"], **style)
+    for ax, result in zip(axes[:, 0], results, strict=True):
+        _compare.draw_work_precision(ax, result)
         ax.axhline(1e-6, color="grey", linewidth=0.8, linestyle=":")
-        p = result["problem"]
-        ax.set_title(f"{p['name']}: t·‖A‖ ≈ {p['norm_estimate_times_t']:.0f}", fontsize=10)
-        ax.set_xlabel("value + gradient wall time [s] (jitted, warm, median)")
-        ax.set_ylabel("gradient relative error")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
     m = results[0]["machine"]
     fig.suptitle(f"pdeinv vs peers, 2-D variable-coefficient heat ({m['processor']}, "
                  f"{m['cpu_count']} CPUs, {m['device']})", fontsize=10)  # fmt: skip
@@ -202,15 +178,24 @@ def plot(results, path):
     plt.close(fig)
 
 
+def replot(json_path, png_path):
+    """Redraw the figure from a saved JSON (no solves)."""
+    plot(json.loads(Path(json_path).read_text()), png_path)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="24x24 smoke run")
+    parser.add_argument("--replot", metavar="JSON", help="only redraw the figure from a JSON")
     parser.add_argument("--grids", type=int, nargs="+", default=None, help="grid sizes n (n x n)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--budget", type=float, default=None, help="seconds per grid")
     parser.add_argument("--out", default=str(Path(__file__).with_suffix("")),
                         help="output prefix (.png, .json, .md)")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.replot:
+        replot(args.replot, Path(args.out).with_suffix(".png"))
+        return 0
     grids = args.grids or ([24] if args.quick else [64, 128])
     start = time.perf_counter()
     results = []

@@ -787,47 +787,80 @@ def to_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_work_precision(result: dict, path) -> None:
-    """Gradient relative error vs value+gradient wall time, one curve per solver family."""
-    import matplotlib
+_ERROR_CEILING = 10.0  # gradient errors above this are drawn at the top edge, as "off scale"
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.0, 4.8), constrained_layout=True)
+def draw_work_precision(ax, result: dict, *, title: str | None = None) -> None:
+    """Draw gradient error vs value+gradient time of ``result`` on a matplotlib axis.
+
+    One curve per solver family (pdeinv solid, others dashed), points labelled by
+    tolerance; errors below the reference's uncertainty are drawn at it, errors
+    above 10 (unusable gradients) as open triangles on the top edge.
+    """
+    from matplotlib.ticker import NullFormatter
+
     families = []
     for r in result["rows"]:
         if r["family"] not in families:
             families.append(r["family"])
     markers = "os^vD<>ph*"
     floor = max(result["reference"].get("uncertainty", 0.0), 1e-16)
+    off_scale = []
     for i, family in enumerate(families):
         pts = [r for r in result["rows"] if r["family"] == family and r["status"] == "ok"
                and r.get("gradient_error") is not None]  # fmt: skip
         if not pts:
             continue
-        pts.sort(key=lambda r: r["value_and_grad_s"])
-        x = [r["value_and_grad_s"] for r in pts]
-        y = [max(r["gradient_error"], floor) for r in pts]
-        name = pts[0]["family_label"]
+        pts.sort(key=lambda r: -(r["tol"] or 1.0))  # connect loose -> tight
         is_pdeinv = pts[0]["kind"] == "pdeinv"
-        ax.loglog(x, y, "-" if is_pdeinv else "--", marker=markers[i % len(markers)], label=name,
-                  linewidth=2.2 if is_pdeinv else 1.4)  # fmt: skip
+        style = {"linestyle": "-" if is_pdeinv else "--", "linewidth": 2.2 if is_pdeinv else 1.4}
+        x = [r["value_and_grad_s"] for r in pts]
+        y = [min(max(r["gradient_error"], floor), _ERROR_CEILING) for r in pts]
+        (line,) = ax.loglog(x, y, marker=markers[i % len(markers)], label=pts[0]["family_label"],
+                            **style)  # fmt: skip
         for r, xi, yi in zip(pts, x, y, strict=True):
+            if r["gradient_error"] > _ERROR_CEILING:
+                if r["family_label"] not in off_scale:
+                    off_scale.append(r["family_label"])
+                ax.plot([xi], [yi], marker="^", markersize=11, markerfacecolor="none",
+                        color=line.get_color())  # fmt: skip
             if r["tol"] is not None:
                 ax.annotate(f"{r['tol']:.0e}", (xi, yi), textcoords="offset points",
                             xytext=(4, 3), fontsize=7)  # fmt: skip
+    ax.axhspan(_ERROR_CEILING / 3, _ERROR_CEILING * 3, color="0.9", zorder=0)
+    ax.set_ylim(top=_ERROR_CEILING * 3)
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("value + gradient wall time [s] (jitted, warm, median)")
     ax.set_ylabel("gradient relative error (2-norm)")
     p = result["problem"]
-    ax.set_title(f"Work-precision: {p['name']} ({p['num_states']} states)", fontsize=10)
+    stiff = p.get("norm_estimate_times_t")
+    default_title = f"{p['name']} ({p['num_states']} states" + (
+        f", t·‖A‖ ≈ {stiff:.0f})" if stiff else ")"
+    )
+    ax.set_title(title or default_title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    failed = [r["label"] for r in result["rows"]
+    notes = [f"{name}: gradient error > 10 (open triangles, top edge)" for name in off_scale]
+    notes += [f"{r['label']}: {r['status']} (no gradient point; see table)"
+              for r in result["rows"]
               if r["status"] != "ok" or r.get("gradient_error") is None]  # fmt: skip
-    if failed:
-        ax.text(0.01, 0.01, "not shown (see table): " + "; ".join(failed)[:300],
-                transform=ax.transAxes, fontsize=6, va="bottom", wrap=True)  # fmt: skip
-    ax.legend(fontsize=7, loc="best")
+    if notes:
+        import textwrap
+
+        text = "\n".join(textwrap.fill(n, 60) for n in notes[:8])
+        ax.text(1.02, 0.0, text, transform=ax.transAxes, fontsize=6.5, va="bottom", ha="left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+
+
+def plot_work_precision(result: dict, path) -> None:
+    """Write the work-precision figure of ``result`` (see :func:`draw_work_precision`)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9.5, 4.8), constrained_layout=True)
+    draw_work_precision(ax, result, title=f"Work-precision: {result['problem']['name']} "
+                        f"({result['problem']['num_states']} states)")  # fmt: skip
     fig.savefig(path, dpi=130)
     plt.close(fig)
 

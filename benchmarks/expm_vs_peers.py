@@ -178,15 +178,24 @@ def plot(results, path):
     plt.close(fig)
 
 
-def replot(json_path, png_path):
-    """Redraw the figure from a saved JSON (no solves)."""
-    plot(json.loads(Path(json_path).read_text()), png_path)
+def replot(json_path, out):
+    """Redraw the figure and table from a saved JSON (no solves; verdicts recomputed)."""
+    results = json.loads(Path(json_path).read_text())
+    for result in results:
+        uncertainty = result["reference"].get("uncertainty", 0.0)
+        result["speedups"] = _compare.speedups(result["rows"], uncertainty)
+        result["summary"] = _compare.summary_lines(result)
+    text = "\n".join(_compare.to_markdown(r) for r in results)
+    out.with_suffix(".md").write_text(text)
+    plot(results, out.with_suffix(".png"))
+    print(text)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="24x24 smoke run")
-    parser.add_argument("--replot", metavar="JSON", help="only redraw the figure from a JSON")
+    parser.add_argument("--replot", metavar="JSON",
+                        help="only redraw the figure and table from a saved JSON")  # fmt: skip
     parser.add_argument("--grids", type=int, nargs="+", default=None, help="grid sizes n (n x n)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--budget", type=float, default=None, help="seconds per grid")
@@ -194,7 +203,7 @@ def main(argv=None) -> int:
                         help="output prefix (.png, .json, .md)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.replot:
-        replot(args.replot, Path(args.out).with_suffix(".png"))
+        replot(args.replot, Path(args.out))
         return 0
     grids = args.grids or ([24] if args.quick else [64, 128])
     start = time.perf_counter()

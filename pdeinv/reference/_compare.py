@@ -682,7 +682,8 @@ def speedups(rows, uncertainty: float = 0.0) -> list[dict]:
         return max(r["gradient_error"], uncertainty)
 
     out = []
-    for p in (r for r in ok if r["kind"] == "pdeinv"):
+    # A pdeinv row whose gradient is off by 100 % or more has nothing to match.
+    for p in (r for r in ok if r["kind"] == "pdeinv" and r["gradient_error"] < 1.0):
         rivals = [d for d in ok if d["kind"] == "diffrax" and err(d) <= err(p)]
         entry = {"pdeinv": p["label"], "gradient_error": err(p),
                  "pdeinv_s": p["value_and_grad_s"]}  # fmt: skip

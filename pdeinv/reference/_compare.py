@@ -533,6 +533,17 @@ def _reference(problem, reference, cross_check_max_states, budget):
     return out
 
 
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine_description() -> dict:
     """Where the comparison ran (for the table caption)."""
     import os
@@ -542,7 +553,7 @@ def machine_description() -> dict:
     device = jax.devices()[0]
     return {
         "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
+        "processor": _cpu_model(),
         "cpu_count": os.cpu_count(),
         "device": f"{device.platform}:{getattr(device, 'device_kind', '')}",
         "jax": jax.__version__,

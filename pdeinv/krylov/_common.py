@@ -125,22 +125,42 @@ def params_cotangent(matvec: Callable, params: Any, basis_rows: Array, lam_rows:
     """
     k = basis_rows.shape[0]
     chunk = max(d for d in range(1, min(k, _PARAMS_CHUNK) + 1) if k % d == 0)
+    # Only inexact leaves have cotangents; integer leaves get float0 zeros (as
+    # jax.vjp would give) and stay out of the chunk sums, where float0 cannot add.
+    leaves, treedef = jax.tree.flatten(params)
+    inexact = [jnp.issubdtype(jnp.result_type(leaf), jnp.inexact) for leaf in leaves]
+    float_leaves = [leaf for leaf, f in zip(leaves, inexact, strict=True) if f]
+
+    def with_float_leaves(new_leaves):
+        it = iter(new_leaves)
+        merged = [next(it) if f else leaf for leaf, f in zip(leaves, inexact, strict=True)]
+        return jax.tree.unflatten(treedef, merged)
 
     def chunk_cotangent(rows, lams):
-        _, vjp = jax.vjp(lambda p: jax.vmap(matvec, in_axes=(0, None))(rows, p), params)
+        def batched(fl):
+            return jax.vmap(matvec, in_axes=(0, None))(rows, with_float_leaves(fl))
+
+        _, vjp = jax.vjp(batched, float_leaves)
         return vjp(lams)[0]
 
     if chunk == k:
-        return chunk_cotangent(basis_rows, lam_rows)
-    shape = (k // chunk, chunk, basis_rows.shape[1])
+        float_bars = chunk_cotangent(basis_rows, lam_rows)
+    else:
+        shape = (k // chunk, chunk, basis_rows.shape[1])
 
-    def accumulate(total, xs):
-        part = chunk_cotangent(*xs)
-        return jax.tree.map(jnp.add, total, part), None
+        def accumulate(total, xs):
+            return [a + b for a, b in zip(total, chunk_cotangent(*xs), strict=True)], None
 
-    zero = jax.tree.map(jnp.zeros_like, params)
-    total, _ = jax.lax.scan(accumulate, zero, (basis_rows.reshape(shape), lam_rows.reshape(shape)))
-    return total
+        zero = [jnp.zeros_like(leaf) for leaf in float_leaves]
+        float_bars, _ = jax.lax.scan(
+            accumulate, zero, (basis_rows.reshape(shape), lam_rows.reshape(shape))
+        )
+    it = iter(float_bars)
+    bars = [
+        next(it) if f else np.zeros(np.shape(leaf), dtype=jax.dtypes.float0)
+        for leaf, f in zip(leaves, inexact, strict=True)
+    ]
+    return jax.tree.unflatten(treedef, bars)
 
 
 _PARAMS_CHUNK = 16

@@ -5,19 +5,21 @@ grid (homogeneous Neumann, harmonic face means), and the P1 stiffness K(kappa) u
 structured triangulation with ~1e6 nodes (generated here, not read from a file).
 Both are run in float32 and float64; the JAX versions are jitted and never form a
 matrix.  The P1 operator is also timed with kappa fixed inside a ``fori_loop`` of 20
-matvecs (as in a Krylov iteration), where XLA hoists the kappa-only work (cell means,
-edge weights) out of the loop: the "kappa fixed" rows are the time per matvec.  The CSR matrix is assembled from the same matrix-free operator (stencil
+matvecs (as in a Krylov iteration), where XLA hoists the kappa-only work (the
+per-slot weights K_ij) out of the loop: the "kappa fixed" rows are the time per
+matvec.  The CSR matrix is assembled from the same matrix-free operator (stencil
 probing for FD, the FEM module's assembly for P1) and checked to agree.
 
 Effective bandwidth = bytes that must at least be moved / time:
   FD  matrix-free: u, kappa read, result written            -> 3 n s
-  P1  matrix-free: u, kappa read, result written, cell
-      indices (3 x int32), per-edge cell indices and weights
-      (P x (E + 1) x (4 + s)), neighbour-slot edge and node
-      indices (2 x D x n x int32)                           -> 3 n s + 12 c + P (E+1) (4+s) + 8 D n
+  P1  matrix-free: u, nodal kappa read, result written; per
+      neighbour slot (D per node) two node indices (int32),
+      Q other-vertex indices (int32) and 1 + Q weights      -> 3 n s + D n (8 + 4 Q + (1 + Q) s)
+      (D = max node degree, Q = other vertices of the cells sharing an edge, 2 in 2-D);
+      with kappa fixed in a loop only one index and one weight per slot remain.
   CSR: values, column indices, row pointers, x read, y written
                                                             -> nnz (s + 4) + 4 (n + 1) + 2 n s
-with s the float size, n the number of nodes, c the number of cells.
+with s the float size and n the number of nodes.
 
 Usage::
 
@@ -116,7 +118,7 @@ def fd_rows(n_side, repeats):
 
 
 def p1_rows(n_side, repeats):
-    from pdeinv.discretize._fem import _edge_structure, _free_numbering
+    from pdeinv.discretize._fem import _free_numbering, _slot_structure
 
     mesh = structured_triangle_mesh(n_side, n_side)
     rng = np.random.default_rng(1)
@@ -124,13 +126,12 @@ def p1_rows(n_side, repeats):
     u = rng.standard_normal(mesh.num_nodes)
     matvec = p1_stiffness_matvec(mesh, kappa_location="node")
     csr = p1_stiffness_matrix(mesh, kappa, kappa_location="node").tocsr()
-    cells = mesh.cells.shape[0]
-    structure = _edge_structure(mesh, *_free_numbering(mesh, None))
-    per_edge, edges = structure.edge_cells.shape
-    degree = structure.slot_nodes.shape[0]
+    structure = _slot_structure(mesh, *_free_numbering(mesh, None))
+    degree = structure.nodes.shape[0]
+    others = structure.others.shape[0]
 
     def extra(s):
-        return 12 * cells + per_edge * edges * (4 + s) + 8 * degree * mesh.num_nodes
+        return degree * mesh.num_nodes * (8 + 4 * others + (1 + others) * s)
 
     label = f"P1 tri, {mesh.num_nodes:.2g} nodes"
     rows = _rows(label, mesh.num_nodes, matvec, (u, kappa), csr, extra, repeats)
@@ -143,13 +144,25 @@ def p1_rows(n_side, repeats):
     for dtype, row in zip((np.float32, np.float64), rows[-2:], strict=True):
         jargs = [jnp.asarray(a, dtype) for a in (u, kappa)]
         jitted = jax.jit(repeated)
-        t_jax = _time(lambda: jitted(*jargs).block_until_ready(), max(3, repeats // 4)) / loop  # noqa: B023
+        run = lambda: jitted(*jargs).block_until_ready()  # noqa: B023, E731
+        t_jax = _time(run, max(3, repeats // 4)) / loop
         s = np.dtype(dtype).itemsize
         t_csr, bw_csr = row[6], row[7]
-        bytes_jax = 3 * mesh.num_nodes * s + 8 * degree * mesh.num_nodes + degree * mesh.num_nodes * s
+        # per slot one node index and the hoisted weight K_ij
+        bytes_jax = 3 * mesh.num_nodes * s + degree * mesh.num_nodes * (4 + s)
         rows.append(
-            (label + f", kappa fixed ({loop} in a loop)", np.dtype(dtype).name, mesh.num_nodes,
-             csr.nnz, t_jax, bytes_jax / t_jax, t_csr, bw_csr, t_csr / t_jax, float("nan"))  # fmt: skip
+            (
+                f"{label}, kappa fixed ({loop} in a loop)",
+                np.dtype(dtype).name,
+                mesh.num_nodes,
+                csr.nnz,
+                t_jax,
+                bytes_jax / t_jax,
+                t_csr,
+                bw_csr,
+                t_csr / t_jax,
+                float("nan"),
+            )  # fmt: skip
         )
     return rows
 

@@ -250,7 +250,7 @@ class _SlotStructure(NamedTuple):
       ``P``) cells sharing the edge;
     - per node (cell value = mean of its ``d + 1`` nodal values):
       ``W = (kappa_i + kappa_j) * coef_sum / (d + 1) + sum_q kappa[others[q]] *
-      other_coefs[q]`` over the other vertices of those cells.
+      coefs[q // (d - 1)] / (d + 1)`` over the other vertices of those cells.
     """
 
     nodes: np.ndarray  # (D, n) neighbour j in the free numbering, in [0, n]
@@ -258,8 +258,7 @@ class _SlotStructure(NamedTuple):
     rows: np.ndarray  # (n,) original node of each row
     cells: np.ndarray  # (P, D, n)
     coefs: np.ndarray  # (P, D, n) float64: S_T,ij of each cell sharing edge ij, 0 if padded
-    others: np.ndarray  # (P (d - 1), D, n) original nodes
-    other_coefs: np.ndarray  # (P (d - 1), D, n) float64: S_T,ij / (d + 1)
+    others: np.ndarray  # (P (d - 1), D, n) original nodes, cell-major
 
 
 def _slot_structure(space: Space, new_index: np.ndarray, n: int) -> _SlotStructure:
@@ -306,8 +305,9 @@ def _slot_structure(space: Space, new_index: np.ndarray, n: int) -> _SlotStructu
     cols = np.concatenate([e_hi, e_lo])
     ids = np.concatenate([edge_ids, edge_ids])
     free_rows = new_index[rows]
-    keep = free_rows < n
-    rows, cols, ids, free_rows = rows[keep], cols[keep], ids[keep], free_rows[keep]
+    if n < num_nodes:
+        keep = free_rows < n
+        rows, cols, ids, free_rows = rows[keep], cols[keep], ids[keep], free_rows[keep]
     order = np.argsort(free_rows * (num_nodes + 1) + cols, kind="stable")
     rows, cols, ids, free_rows = rows[order], cols[order], ids[order], free_rows[order]
     degree = np.bincount(free_rows, minlength=n)
@@ -322,7 +322,6 @@ def _slot_structure(space: Space, new_index: np.ndarray, n: int) -> _SlotStructu
     nodes = new_index[neighbours]  # Dirichlet neighbours -> n; padded slots -> own row
     slot_coefs = edge_coefs[:, slot_edges]  # (P, D, n)
     others = edge_others[:, :, slot_edges].reshape(-1, max_degree, n)
-    other_coefs = np.repeat(slot_coefs / nodes_per_cell, nodes_per_cell - 2, axis=0)
     index_dtype = np.int32 if max(num_nodes, num_cells) < 2**31 - 1 else np.int64
     return _SlotStructure(
         nodes=nodes.astype(index_dtype),
@@ -331,7 +330,6 @@ def _slot_structure(space: Space, new_index: np.ndarray, n: int) -> _SlotStructu
         cells=edge_cells[:, slot_edges].astype(index_dtype),
         coefs=slot_coefs,
         others=others.astype(index_dtype),
-        other_coefs=other_coefs,
     )
 
 
@@ -410,7 +408,7 @@ def p1_stiffness_matvec(
                     jnp.asarray(coef_sum, dtype=key),
                     jnp.asarray(coef_sum / nodes_per_cell, dtype=key),
                     jnp.asarray(structure.coefs, dtype=key),
-                    jnp.asarray(structure.other_coefs, dtype=key),
+                    jnp.asarray(structure.coefs / nodes_per_cell, dtype=key),
                 )
         return arrays_by_dtype[key]
 
@@ -420,7 +418,7 @@ def p1_stiffness_matvec(
 
     def slot_weights(kappa, dtype):
         """``(D, n)`` off-diagonal entries K_ij per neighbour slot (gathers only)."""
-        coef_sum, coef_mean, coefs, other_coefs = arrays(dtype)
+        coef_sum, coef_mean, coefs, coefs_mean = arrays(dtype)
         kappa = jnp.asarray(kappa)
         if kappa.ndim == 1 and kappa.shape[0] == num_nodes and location in ("auto", "node"):
             # Fold the cell mean into the slot: each cell sharing edge ij contributes
@@ -428,8 +426,8 @@ def p1_stiffness_matvec(
             kappa = kappa.astype(dtype)
             k_rows = gather(kappa, structure.rows) if reduced else kappa
             w = (k_rows + gather(kappa, structure.neighbours)) * coef_mean
-            for idx, c in zip(structure.others, other_coefs, strict=True):
-                w = w + gather(kappa, idx) * c
+            for q, idx in enumerate(structure.others):
+                w = w + gather(kappa, idx) * coefs_mean[q // (nodes_per_cell - 2)]
             return w
         k_cell = _cell_kappa(kappa, kappa_cells, num_nodes, location, dtype, "matvec")
         if k_cell.ndim == 0:

@@ -73,7 +73,7 @@ def machine() -> str:
     )
 
 
-def build(n, num_experiments, dtype, tol, sharding=None):
+def build(n, num_experiments, dtype, tol, max_steps, sharding=None):
     space = grid((n, n))
     x, y = space.points.T
     true_log_kappa = np.log(1.0 + 2.0 * ((x - 0.6) ** 2 + (y - 0.4) ** 2 < 0.15**2))
@@ -82,7 +82,7 @@ def build(n, num_experiments, dtype, tol, sharding=None):
         [models.smooth_random_field(space, e).astype(dtype) for e in range(num_experiments)]
     )
     times = np.array([0.002, 0.005, 0.01])
-    solver = {"tol": tol, "krylov_dim": 30}
+    solver = {"tol": tol, "krylov_dim": 30, "max_steps": max_steps}
     from pdeinv.inverse._experiments import simulate_experiments
 
     data = np.asarray(
@@ -105,10 +105,18 @@ def main():
     parser.add_argument("--experiments", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dtype", choices=("float64", "float32"), default="float64")
+    parser.add_argument(
+        "--max-steps",
+        type=int,
+        default=500,
+        help="expm_multiply step budget (checkpoint buffer size; default 500, the library's)",
+    )
     args = parser.parse_args()
     dtype = jnp.dtype(args.dtype)
     tol = 1e-8 if args.dtype == "float64" else 1e-5
-    model, problem, initial, data, times, solver = build(args.grid, args.experiments, dtype, tol)
+    model, problem, initial, data, times, solver = build(
+        args.grid, args.experiments, dtype, tol, args.max_steps
+    )
     x = jnp.zeros(model.space.num_nodes, dtype)  # start guess: kappa = 1
     times_j = jnp.asarray(times, dtype)
 
@@ -146,7 +154,7 @@ def main():
         rows.append((label, "1", tb, tl))
     if len(jax.devices()) > 1:
         _, sharded, *_ = build(
-            args.grid, args.experiments, dtype, tol, sharding=experiment_sharding()
+            args.grid, args.experiments, dtype, tol, args.max_steps, sharding=experiment_sharding()
         )
         sharded_value = jax.jit(sharded.misfit)
         sharded_grad = jax.jit(jax.value_and_grad(sharded.misfit))
@@ -158,7 +166,8 @@ def main():
 
     print(
         f"### {args.experiments} experiments batched vs a Python loop "
-        f"(2-D heat {args.grid}x{args.grid}, {args.dtype}, tol {tol:g}, 3 output times)\n"
+        f"(2-D heat {args.grid}x{args.grid}, {args.dtype}, tol {tol:g}, 3 output times, "
+        f"max_steps {args.max_steps})\n"
     )
     print(f"Machine: {machine()}.\n")
     print("| evaluation | devices | batched (vmap) | Python loop | speed-up |")

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
+from jax.custom_derivatives import SymbolicZero
 from jaxtyping import Array, Float
 
 from ._mesh import _check_cell_type, tagged_facets
@@ -349,7 +350,9 @@ def p1_stiffness_matvec(
     gathers of kappa (nodal kappa is folded in directly: each cell adds
     ``S_T,ij (kappa_i + kappa_j + kappa of its other vertices) / (d + 1)``), and
     ``u`` is gathered once per slot.  Only gathers, no scatter-add: on CPU this
-    is 3-4x faster than the element-wise scatter form at 1e6 nodes.  The
+    is 3-4x faster than the element-wise scatter form at 1e6 nodes.  A custom JVP
+    uses the element form for the kappa tangent, so the kappa gradient (its
+    transpose) costs a gather and scatter over cells, not over every slot.  The
     kappa-only part does not depend on ``u``, so when ``kappa`` is fixed across
     a Krylov ``while_loop`` XLA hoists it out of the loop.  The returned
     function is JAX-traceable, linear in ``u`` (``jax.linear_transpose`` works;
@@ -434,6 +437,60 @@ def p1_stiffness_matvec(
             return k_cell * coef_sum
         return sum(gather(k_cell, idx) * c for idx, c in zip(structure.cells, coefs, strict=True))
 
+    def slot_apply(u, kappa):
+        w = slot_weights(kappa, u.dtype)
+        # Dirichlet neighbours read the extra zero entry u[n].
+        u_ext = jnp.concatenate([u, jnp.zeros((1,), u.dtype)]) if reduced else u
+        y = jnp.zeros_like(u)
+        for k, nodes in enumerate(slot_nodes):
+            y = y + w[k] * (gather(u_ext, nodes) - u)
+        return y
+
+    # Element form K(kappa) u = sum_T kappa_T S_T u_T (gather to cells, scatter-add to
+    # nodes), used only for the kappa tangent: its transpose, the kappa gradient, is
+    # then a gather/scatter over cells, 3-5x cheaper than transposing the slot
+    # weights (a scatter of every slot's kappa gathers).
+    heads, tails = np.triu_indices(nodes_per_cell, k=1)
+    edge_weights = np.ascontiguousarray(_local_stiffness(space)[:, heads, tails].T)  # (E, c)
+    state_cells = jnp.asarray(np.ascontiguousarray(new_index[space.cells].T), index_dtype)
+    edge_weights_by_dtype: dict = {}
+
+    def element_apply(u, kappa):
+        key = jnp.dtype(u.dtype)
+        if key not in edge_weights_by_dtype:
+            with jax.ensure_compile_time_eval():
+                edge_weights_by_dtype[key] = jnp.asarray(edge_weights, dtype=key)
+        weights = edge_weights_by_dtype[key]
+        k_cell = _cell_kappa(kappa, kappa_cells, num_nodes, location, u.dtype, "matvec")
+        u_ext = jnp.concatenate([u, jnp.zeros((1,), u.dtype)]) if reduced else u
+        u_cell = [gather(u_ext, idx) for idx in state_cells]
+        y_cell = [jnp.zeros((), u.dtype)] * nodes_per_cell
+        for e, (a, b) in enumerate(zip(heads, tails, strict=True)):
+            flux = weights[e] * (u_cell[b] - u_cell[a]) * k_cell
+            y_cell[a] = y_cell[a] + flux
+            y_cell[b] = y_cell[b] - flux
+        y = jax.ops.segment_sum(
+            jnp.concatenate(y_cell), state_cells.reshape(-1), num_segments=n + 1 if reduced else n
+        )
+        return y[:n] if reduced else y
+
+    @jax.custom_jvp
+    def apply(u, kappa):
+        return slot_apply(u, kappa)
+
+    def apply_jvp(primals, tangents):
+        u, kappa = primals
+        du, dk = tangents
+        y = slot_apply(u, kappa)
+        dy = jnp.zeros_like(y)
+        if not isinstance(du, SymbolicZero):
+            dy = dy + slot_apply(du, kappa)
+        if not isinstance(dk, SymbolicZero):
+            dy = dy + element_apply(u, dk)
+        return y, dy
+
+    apply.defjvp(apply_jvp, symbolic_zeros=True)
+
     def matvec(u, kappa):
         u = jnp.asarray(u)
         if u.shape != (n,):
@@ -443,13 +500,10 @@ def p1_stiffness_matvec(
             )
         if not jnp.issubdtype(u.dtype, jnp.floating):
             u = u.astype(jnp.result_type(float))
-        w = slot_weights(kappa, u.dtype)
-        # Dirichlet neighbours read the extra zero entry u[n].
-        u_ext = jnp.concatenate([u, jnp.zeros((1,), u.dtype)]) if reduced else u
-        y = jnp.zeros_like(u)
-        for k, nodes in enumerate(slot_nodes):
-            y = y + w[k] * (gather(u_ext, nodes) - u)
-        return y
+        kappa = jnp.asarray(kappa)
+        if not jnp.issubdtype(kappa.dtype, jnp.floating):
+            kappa = kappa.astype(u.dtype)
+        return apply(u, kappa)
 
     return matvec
 

@@ -95,6 +95,7 @@ def build(n, num_experiments, dtype, tol, max_steps, sharding=None):
         model=model, times=times, parameters=parameters, observation=inverse.FullField(space),
         initial_states=initial, data=data, sigma=1.0,
         regularizer=inverse.make_regularizer("none", space), solver=solver, sharding=sharding,
+        batch_size=num_experiments,  # one vmap (the CPU default would be one at a time)
     )  # fmt: skip
     return model, problem, initial, data, times, solver
 

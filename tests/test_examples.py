@@ -17,6 +17,16 @@ SMALL = {
     "heat_mesh.yaml": ["optimizer.max_iter=3", "observations.sensors.count=16"],
     "wave.yaml": ["model.grid=[10, 10]", "optimizer.max_iter=2", "observations.times=[0.25, 0.5]"],
     "advection_diffusion.yaml": ["model.grid=[10, 10]", "optimizer.max_iter=3"],
+    # float64 here (the CLI would switch x64 off for this process); float32, several
+    # devices and the full run are in tests/scale/test_cli_scale.py
+    "heat_large.yaml": [
+        "model.grid=[12, 12]",
+        "parameterization.coarse_grid=[4, 4]",
+        "experiments.random=1",
+        "dtype=float64",
+        "optimizer.max_iter=2",
+        "check.enabled=false",
+    ],
 }
 
 

@@ -191,7 +191,8 @@ SCHEMA: dict[str, Any] = {
         "batch_size": Option(
             None,
             "int",
-            "Experiments solved at once per device (vmap); null = all. Smaller bounds memory.",
+            "Experiments solved at once per device (vmap); null = all on GPU/TPU, 1 on CPU "
+            "(see docs/readme_scale.md). Smaller bounds memory.",
             positive=True,
             nullable=True,
         ),

@@ -46,10 +46,11 @@ def simulate_experiments(model: Model, params, times, initial_states, *, batch_s
         ``(num_experiments, n_state)`` initial states (state vectors, see
         :meth:`Model.state_from_field`).
     batch_size
-        ``None``: one ``vmap`` over all experiments (fastest).  An integer: solve
-        ``batch_size`` experiments at a time with :func:`jax.lax.map` (memory of
-        the gradient checkpoints grows with the batch, not with the number of
-        experiments).
+        Experiments solved at once: ``vmap`` over chunks of ``batch_size``, the
+        chunks one after the other (:func:`jax.lax.map`); ``batch_size >=
+        num_experiments`` is one ``vmap`` over all.  ``None`` (default): see
+        :func:`default_batch_size`.  Memory of the gradient checkpoints grows
+        with the batch, not with the number of experiments.
     **solver
         Options of :func:`pdeinv.expm_multiply` (``tol``, ``krylov_dim``, ...).
     """
@@ -65,9 +66,26 @@ def simulate_experiments(model: Model, params, times, initial_states, *, batch_s
     def one(u0):
         return simulate(model, params, times, u0=u0, **solver)
 
-    if batch_size is None or batch_size >= initial_states.shape[0]:
+    if batch_size is None:
+        batch_size = default_batch_size(initial_states.shape[0])
+    if batch_size >= initial_states.shape[0]:
         return jax.vmap(one)(initial_states)
     return lax.map(one, initial_states, batch_size=int(batch_size))
+
+
+def default_batch_size(num_experiments: int, platform: str | None = None) -> int:
+    """Experiments per ``vmap`` batch when none is given.
+
+    All of them on accelerators.  On CPU one at a time: under ``vmap`` the
+    Lanczos step's small symmetric eigenproblems become one batched LAPACK
+    ``syevd`` call, which jaxlib (0.10) splits over the same intra-op thread
+    pool that runs it; two such calls running concurrently on a pool with few
+    threads wait on each other for ever (observed on a 2-core machine; gdb shows
+    both pool threads in ``ParallelBatchMap``).  On CPU batching also gains little.
+    Pass ``batch_size`` explicitly to batch on CPU anyway.
+    """
+    platform = jax.default_backend() if platform is None else platform
+    return 1 if platform == "cpu" else int(num_experiments)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -105,8 +123,9 @@ class MultiExperimentProblem:
         across its devices (padded to a multiple of the device count; padding
         experiments carry zero weight).
     batch_size
-        Experiments solved at once per device (``None``: all of them).  Smaller
-        values bound memory (checkpoints of ``batch_size`` solves) at some speed.
+        Experiments solved at once (``vmap``) per device; ``None``: all of them on
+        accelerators, one at a time on CPU (see :func:`default_batch_size`).
+        Smaller values bound memory (checkpoints of ``batch_size`` solves).
     """
 
     model: Model
@@ -282,7 +301,15 @@ class MultiExperimentProblem:
                 "num_experiments": self.num_experiments,
                 "padded_experiments": self.num_experiments,
                 "experiments_per_device": [self.num_experiments],
-                "sharded": "none (one device, vmap over experiments)",
-                "batch_size": self.batch_size,
+                "sharded": "none (one device)",
+                "batch_size": self._effective_batch_size(self.num_experiments),
             }
-        return {**self.sharding.describe(self.num_experiments), "batch_size": self.batch_size}
+        layout = self.sharding.describe(self.num_experiments)
+        per_device = layout["padded_experiments"] // layout["count"]
+        return {**layout, "batch_size": self._effective_batch_size(per_device)}
+
+    def _effective_batch_size(self, local_count: int) -> int:
+        if self.batch_size is not None:
+            return int(min(self.batch_size, local_count))
+        platform = None if self.sharding is None else self.sharding.devices[0].platform
+        return min(default_batch_size(local_count, platform), local_count)

@@ -81,7 +81,9 @@ def test_vmap_gradients_equal_separate(heat):
 
 def test_batch_size_chunks_equal_vmap(heat):
     model, initial = heat
-    full = simulate_experiments(model, model.params, TIMES, initial, tol=TOL)
+    full = simulate_experiments(
+        model, model.params, TIMES, initial, batch_size=len(initial), tol=TOL
+    )
     chunked = simulate_experiments(model, model.params, TIMES, initial, batch_size=3, tol=TOL)
     assert full.shape == (len(initial), len(TIMES), model.num_states)
     assert rel(chunked, full) <= 1e-13

@@ -351,14 +351,14 @@ def p1_stiffness_matvec(
     ``S_T,ij (kappa_i + kappa_j + kappa of its other vertices) / (d + 1)``), and
     ``u`` is gathered once per slot.  Only gathers, no scatter-add: on CPU this
     is 3-4x faster than the element-wise scatter form at 1e6 nodes.  A custom JVP
-    uses the element form for the kappa tangent, so the kappa gradient (its
-    transpose) costs a gather and scatter over cells, not over every slot.  The
+    uses the element form (gather to cells, scatter-add to nodes) for the
+    tangents, so VJPs in ``u`` and ``kappa`` (their transposes) scatter over
+    cells, not over every slot, and cost what they did before.  The
     kappa-only part does not depend on ``u``, so when ``kappa`` is fixed across
     a Krylov ``while_loop`` XLA hoists it out of the loop.  The returned
     function is JAX-traceable, linear in ``u`` (``jax.linear_transpose`` works;
-    the operator is symmetric, but the transpose is formed by JAX as a
-    scatter-add and is slower than the forward map) and differentiable in
-    ``kappa``.
+    the operator is symmetric, but JAX forms the transpose as a scatter-add,
+    several times slower than the forward map) and differentiable in ``kappa``.
 
     Under ``jit`` the slot data (about ``D (3 + P (d - 1))`` int32 and as many
     floats per node, ``P`` the most cells sharing an edge) are constants of the
@@ -447,9 +447,9 @@ def p1_stiffness_matvec(
         return y
 
     # Element form K(kappa) u = sum_T kappa_T S_T u_T (gather to cells, scatter-add to
-    # nodes), used only for the kappa tangent: its transpose, the kappa gradient, is
-    # then a gather/scatter over cells, 3-5x cheaper than transposing the slot
-    # weights (a scatter of every slot's kappa gathers).
+    # nodes), used only for tangents: its transpose, e.g. the kappa gradient, is then
+    # a gather/scatter over cells, 3-5x cheaper than transposing the slot weights
+    # (a scatter of every slot's kappa gathers).
     heads, tails = np.triu_indices(nodes_per_cell, k=1)
     edge_weights = np.ascontiguousarray(_local_stiffness(space)[:, heads, tails].T)  # (E, c)
     state_cells = jnp.asarray(np.ascontiguousarray(new_index[space.cells].T), index_dtype)
@@ -484,7 +484,9 @@ def p1_stiffness_matvec(
         y = slot_apply(u, kappa)
         dy = jnp.zeros_like(y)
         if not isinstance(du, SymbolicZero):
-            dy = dy + slot_apply(du, kappa)
+            # element form here too: its transpose (the VJP in u, used by adjoint
+            # Krylov sweeps) scatters over cells rather than over every slot
+            dy = dy + element_apply(du, kappa)
         if not isinstance(dk, SymbolicZero):
             dy = dy + element_apply(u, dk)
         return y, dy

@@ -551,7 +551,11 @@ def expm_multiply(
     --------
     expm_multiply_info : same call, also returning :class:`ExpmStats`.
     """
-    options = dict(
+    y, _ = expm_multiply_info(
+        matvec,
+        v,
+        params,
+        t,
         tol=tol,
         method=method,
         krylov_dim=krylov_dim,
@@ -560,7 +564,6 @@ def expm_multiply(
         checkpoint=checkpoint,
         reorthogonalize=reorthogonalize,
     )
-    y, _ = _call(matvec, v, params, t, options)
     return y
 
 

@@ -99,6 +99,6 @@ def test_heat_large_full_run(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["num_nodes"] == 256 * 256
     assert metrics["devices"]["num_experiments"] == 4
-    assert metrics["coefficient_relative_error"] < 0.2
+    assert metrics["coefficient_relative_error"] < 0.1  # measured 0.048
     assert metrics["diffrax_check"] < 1e-4
     print(f"heat_large: {wall:.0f} s wall, kappa error {metrics['kappa_relative_error']:.3f}")

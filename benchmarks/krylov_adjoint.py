@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _machine import cpu_name  # noqa: E402  (benchmarks/ is the script's path)
 
 from pdeinv.krylov import arnoldi, expm_small, expm_sym_tridiag_e1, lanczos
 from pdeinv.krylov._arnoldi import arnoldi_iteration
@@ -107,17 +107,6 @@ def measure(loss, theta, v, repeats: int, max_temp_mib: float):
     return statistics.median(times) * 1e3, temp_mib, out
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small grid, two sizes (smoke run)")
@@ -148,7 +137,7 @@ def main(argv=None) -> int:
     t = 2.0 / (grid + 1) ** 2  # t ||A|| ~ 16: a moderately stiff step
 
     print(
-        f"Machine: {cpu_model()}, {os.cpu_count()} cores visible, "
+        f"Machine: {cpu_name()}, {os.cpu_count()} cores visible, "
         f"jax {jax.__version__} on {jax.default_backend()}, dtype float32, "
         f"n = {grid}^2 = {n}, repeats = {repeats} (median)."
     )

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 
 import jax
@@ -40,6 +39,7 @@ jax.config.update("jax_enable_x64", True)  # a script may; the library never doe
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from _machine import cpu_name  # noqa: E402  (benchmarks/ is the script's path)
 
 from pdeinv.discretize import (  # noqa: E402
     diffusion_matvec,
@@ -61,17 +61,6 @@ def _time(fn, repeats):
     # Best of `repeats`: the machines this runs on are often shared, and the minimum is
     # the least disturbed measurement of the same deterministic work.
     return float(np.min(times))
-
-
-def _cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _rows(label, n, matvec_jax, args, csr64, extra_bytes, repeats):
@@ -180,7 +169,7 @@ def main(argv=None):
 
     device = jax.devices()[0]
     print(
-        f"Machine: {_cpu_name()}, {os.cpu_count()} cores visible; JAX {jax.__version__} on "
+        f"Machine: {cpu_name()}, {os.cpu_count()} cores visible; JAX {jax.__version__} on "
         f"{device.platform} ({device.device_kind}); scipy CSR on the CPU, single thread; "
         f"times are the best of {repeats} runs.\n"
     )

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 
 import jax
@@ -28,6 +27,7 @@ jax.config.update("jax_enable_x64", True)  # a script may; the library never doe
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from _machine import cpu_name  # noqa: E402  (benchmarks/ is the script's path)
 
 from pdeinv import models  # noqa: E402
 from pdeinv.discretize import grid  # noqa: E402
@@ -44,17 +44,6 @@ def best_time(fn, repeats):
         jax.block_until_ready(fn())
         times.append(time.perf_counter() - start)
     return float(np.min(times))  # best of: the machine is shared
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def machine() -> str:

@@ -1,5 +1,7 @@
 """Inverse problems: parameterisations, observations, regularisers, objective, optimisers."""
 
+from ._experiments import MultiExperimentProblem as MultiExperimentProblem
+from ._experiments import simulate_experiments as simulate_experiments
 from ._fields import BUILTIN_FIELDS as BUILTIN_FIELDS
 from ._fields import FieldSpec as FieldSpec
 from ._fields import evaluate_expression as evaluate_expression
@@ -30,3 +32,5 @@ from ._regularization import H1Seminorm as H1Seminorm
 from ._regularization import Tikhonov as Tikhonov
 from ._regularization import TotalVariation as TotalVariation
 from ._regularization import make_regularizer as make_regularizer
+from ._sharding import ExperimentSharding as ExperimentSharding
+from ._sharding import experiment_sharding as experiment_sharding

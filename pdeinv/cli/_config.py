@@ -192,7 +192,7 @@ SCHEMA: dict[str, Any] = {
             None,
             "int",
             "Experiments solved at once per device (vmap); null = all on GPU/TPU, 1 on CPU "
-            "(see docs/readme_scale.md). Smaller bounds memory.",
+            "(see the README, section Scale). Smaller bounds memory.",
             positive=True,
             nullable=True,
         ),

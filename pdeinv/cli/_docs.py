@@ -1,6 +1,6 @@
-"""Keep the config reference in docs/readme_cli.md in sync with the schema.
+"""Keep the config reference in README.md in sync with the schema.
 
-``python -m pdeinv.cli._docs docs/readme_cli.md`` rewrites the table between the
+``python -m pdeinv.cli._docs README.md`` rewrites the table between the
 ``<!-- config-schema:begin -->`` and ``<!-- config-schema:end -->`` markers;
 ``tests/cli/test_docs.py`` fails when the committed table is stale.
 """
@@ -27,7 +27,7 @@ def render(text: str) -> str:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    path = Path(argv[0] if argv else "docs/readme_cli.md")
+    path = Path(argv[0] if argv else "README.md")
     path.write_text(render(path.read_text()))
     return 0
 

@@ -90,7 +90,7 @@ def test_experiments_config_keys():
 
 @pytest.mark.slow
 def test_heat_large_full_run(tmp_path):
-    """The documented run of examples/heat_large.yaml (numbers in docs/readme_scale.md)."""
+    """The documented run of examples/heat_large.yaml (numbers in the README, section "Scale")."""
     out = tmp_path / "run"
     start = time.perf_counter()
     proc = run_cli(["fit", LARGE, "--out", out, "--quiet"], timeout=3600)

@@ -28,6 +28,7 @@ from jax.sharding import PartitionSpec
 
 from ..models._model import Model
 from ._parameterization import ParameterMap
+from ._problem import RegularizedObjective
 from ._sharding import EXPERIMENT_AXIS, ExperimentSharding
 
 
@@ -89,7 +90,7 @@ def default_batch_size(num_experiments: int, platform: str | None = None) -> int
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class MultiExperimentProblem:
+class MultiExperimentProblem(RegularizedObjective):
     r"""Recover parameters ``m`` from several experiments at once.
 
     Same interface as :class:`~pdeinv.inverse.InverseProblem` (``objective``,
@@ -272,22 +273,6 @@ class MultiExperimentProblem:
             out_specs=PartitionSpec(),
             check_vma=False,
         )(m, *arrays)
-
-    def regularization(self, m):
-        return self.regularizer(self.parameters.field(m))
-
-    @functools.cached_property
-    def _objective_with_weight(self):
-        def objective(m, weight):
-            misfit = self.misfit(m)
-            return misfit + weight * self.regularization(m), misfit
-
-        return objective
-
-    def objective(self, m):
-        """``(J(m), misfit(m))`` at this problem's weight."""
-        m = jnp.asarray(m)
-        return self._objective_with_weight(m, jnp.asarray(self.weight, m.dtype))
 
     def device_layout(self) -> dict:
         """How the experiments are placed (for ``metrics.json``)."""

@@ -21,8 +21,33 @@ def _default_forward(model, params, times, **solver):
     return simulate(model, params, times, **solver)
 
 
+class RegularizedObjective:
+    """``J(m) = misfit(m) + weight * R(field(m))`` for problems that define ``misfit``.
+
+    Shared by :class:`InverseProblem` and the multi-experiment problem; the
+    subclass provides ``misfit``, ``regularizer``, ``parameters`` and ``weight``.
+    """
+
+    def regularization(self, m):
+        return self.regularizer(self.parameters.field(m))
+
+    @functools.cached_property
+    def _objective_with_weight(self):
+        # One function of (m, weight): Morozov's weight sweep reuses its compilation.
+        def objective(m, weight):
+            misfit = self.misfit(m)
+            return misfit + weight * self.regularization(m), misfit
+
+        return objective
+
+    def objective(self, m):
+        """``(J(m), misfit(m))`` at this problem's weight."""
+        m = jnp.asarray(m)
+        return self._objective_with_weight(m, jnp.asarray(self.weight, m.dtype))
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
-class InverseProblem:
+class InverseProblem(RegularizedObjective):
     r"""Recover parameters ``m`` from ``data`` at ``times``.
 
     The objective is
@@ -100,21 +125,6 @@ class InverseProblem:
             self.sigma, m.dtype
         )
         return 0.5 * jnp.sum(residual**2)
-
-    def regularization(self, m):
-        return self.regularizer(self.parameters.field(m))
-
-    @functools.cached_property
-    def _objective_with_weight(self):
-        def objective(m, weight):
-            misfit = self.misfit(m)
-            return misfit + weight * self.regularization(m), misfit
-
-        return objective
-
-    def objective(self, m):
-        """``(J(m), misfit(m))`` at this problem's weight."""
-        return self._objective_with_weight(m, jnp.asarray(self.weight, m.dtype))
 
     @property
     def num_observations(self) -> int:

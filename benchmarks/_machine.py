@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import time
 
 
 def cpu_name() -> str:
@@ -15,3 +16,20 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def best_time(fn, repeats: int) -> float:
+    """Seconds of the fastest of ``repeats`` warm calls of ``fn`` (after one warm-up).
+
+    Best of, not median: the machines these run on are often shared, and the
+    fastest run is the least disturbed measurement of the same work.
+    """
+    import jax  # here, so that importing this module never initialises JAX early
+
+    jax.block_until_ready(fn())  # compile / warm up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - start)
+    return min(times)

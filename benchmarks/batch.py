@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import jax
 
@@ -33,23 +32,12 @@ jax.config.update("jax_enable_x64", True)  # a script may; the library never doe
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from _machine import cpu_name  # noqa: E402  (benchmarks/ is the script's path)
+from _machine import best_time, cpu_name  # noqa: E402  (benchmarks/ is the script's path)
 
 from pdeinv import inverse, models  # noqa: E402
 from pdeinv.discretize import grid  # noqa: E402
 from pdeinv.inverse._experiments import MultiExperimentProblem  # noqa: E402
 from pdeinv.inverse._sharding import experiment_sharding  # noqa: E402
-
-
-def best_time(fn, repeats):
-    jax.block_until_ready(fn())  # compile / warm up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    # Best of `repeats`: the machines this runs on are often shared.
-    return float(np.min(times))
 
 
 def machine() -> str:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import jax
 
@@ -27,23 +26,13 @@ jax.config.update("jax_enable_x64", True)  # a script may; the library never doe
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from _machine import cpu_name  # noqa: E402  (benchmarks/ is the script's path)
+from _machine import best_time, cpu_name  # noqa: E402  (benchmarks/ is the script's path)
 
 from pdeinv import models  # noqa: E402
 from pdeinv.discretize import grid  # noqa: E402
 from pdeinv.expm import expm_multiply_info  # noqa: E402
 
 TIMES = (0.001, 0.002, 0.004)
-
-
-def best_time(fn, repeats):
-    jax.block_until_ready(fn())  # compile / warm up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return float(np.min(times))  # best of: the machine is shared
 
 
 def machine() -> str:

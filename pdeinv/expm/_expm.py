@@ -53,6 +53,9 @@ CHECKPOINTS = ("states", "bases")
 # Bounds of the step-size controller (factor per trial, factor to the next step).
 _SHRINK_MIN, _GROW_MAX, _SAFETY = 0.01, 5.0, 0.9
 _MAX_TRIALS = 60
+# Singular values of a backward sub-step's quadrature matrix below
+# ``tol * _RANK_TOL`` times the largest are dropped (see _low_rank_cotangent).
+_RANK_TOL = 1e-3
 
 
 class ExpmStats(NamedTuple):
@@ -96,13 +99,10 @@ class _Config:
 
 
 def _decompose(cfg: _Config, apply, u):
-    """Krylov basis of ``u`` and the raw pieces of its propagator."""
-    if cfg.symmetric:
-        dec = lanczos_iteration(apply, u, cfg.krylov_dim, reorthogonalize=cfg.reorthogonalize)
-        small = dec.tridiagonal
-    else:
-        dec = arnoldi_iteration(apply, u, cfg.krylov_dim, reorthogonalize=cfg.reorthogonalize)
-        small = dec.hessenberg
+    """Krylov basis of ``u`` as ``(k, n)`` rows and the raw pieces of its propagator."""
+    iteration = lanczos_iteration if cfg.symmetric else arnoldi_iteration
+    dec = iteration(apply, u, cfg.krylov_dim, reorthogonalize=cfg.reorthogonalize, basis_rows=True)
+    small = dec.tridiagonal if cfg.symmetric else dec.hessenberg
     return dec.basis, (small, dec.norm, jnp.linalg.norm(dec.residual))
 
 
@@ -174,7 +174,7 @@ def _forward(cfg: _Config, matvec, v, params, ts, tol, record: bool):
         carry["us"] = jnp.zeros((cfg.max_steps, n), dtype)
         carry["taus"] = jnp.zeros((cfg.max_steps,), ts.dtype)
         if cfg.checkpoint == "bases":
-            carry["bases"] = jnp.zeros((cfg.max_steps, n, k), dtype)
+            carry["bases"] = jnp.zeros((cfg.max_steps, k, n), dtype)
             carry["pieces"] = (
                 jnp.zeros((cfg.max_steps, k, k), dtype),
                 jnp.zeros((cfg.max_steps,), dtype),
@@ -196,7 +196,7 @@ def _forward(cfg: _Config, matvec, v, params, ts, tol, record: bool):
             tau = tau.astype(ts.dtype)
             reached = tau >= remaining
             new = dict(c)
-            new["u"] = prop.beta * (basis @ coef)
+            new["u"] = prop.beta * (coef @ basis)
             new["t"] = jnp.where(reached, t_target, c["t"] + tau)
             # A step shortened only to land on an output time says nothing against
             # the controller's longer suggestion.
@@ -262,11 +262,11 @@ def _output_cotangent(out_step, g, position):
 def _backward_two_sided(cfg: _Config, matvec, params, saved, g, tol):
     us, taus, num_steps, out_step, stored = saved
     dtype = g.dtype
-    n = g.shape[1]
     apply = functools.partial(_apply, matvec, params)
     apply_t = apply if cfg.symmetric else transpose_matvec(matvec, params, g[0])
     t_final = jnp.sum(taus)
     tol_rate = (tol / jnp.where(t_final > 0, t_final, 1.0)).astype(dtype)
+    rank_tol = (tol * _RANK_TOL).astype(dtype)
 
     def step(carry):
         j, lam, grad, sigma_suggest, failed = carry
@@ -284,7 +284,7 @@ def _backward_two_sided(cfg: _Config, matvec, params, saved, g, tol):
             return (s_end > 0) & ~bad
 
         def sub_body(c):
-            s_end, lam, z, sigma_suggest, bad = c
+            s_end, lam, grad, sigma_suggest, bad = c
             basis_b, pieces_b = _decompose(cfg, apply_t, lam)
             prop_b = _propagator(cfg, pieces_b)
             sigma, _, _, sigma_next, trials, ok = _largest_step(
@@ -295,18 +295,15 @@ def _backward_two_sided(cfg: _Config, matvec, params, saved, g, tol):
             sigma = s_end - s_start
             c_start = prop_f.beta * prop_f.exp_times(s_start)
             m, lam_coef = two_sided_block(prop_f, prop_b, c_start, sigma)
-            z = z + basis_b @ m.T
-            lam = prop_b.beta * (basis_b @ lam_coef)
+            grad = _add(grad, _low_rank_cotangent(matvec, params, m, basis_f, basis_b, rank_tol))
+            lam = prop_b.beta * (lam_coef @ basis_b)
             clipped = reached & (trials == 0)
             sigma_suggest = jnp.where(clipped, jnp.maximum(sigma_suggest, sigma_next), sigma_next)
-            return s_start, lam, z, sigma_suggest, bad | ~ok
+            return s_start, lam, grad, sigma_suggest, bad | ~ok
 
-        z0 = jnp.zeros((n, cfg.krylov_dim), dtype)
-        _, lam, z, sigma_suggest, bad = lax.while_loop(
-            sub_cond, sub_body, (tau, lam, z0, sigma_suggest, failed)
+        _, lam, grad, sigma_suggest, bad = lax.while_loop(
+            sub_cond, sub_body, (tau, lam, grad, sigma_suggest, failed)
         )
-        step_grad = params_cotangent(matvec, params, basis_f.T, z.T)
-        grad = jax.tree_util.tree_map(jnp.add, grad, step_grad)
         lam = lam + _output_cotangent(out_step, g, j)
         return j, lam, grad, sigma_suggest, bad
 
@@ -320,6 +317,29 @@ def _backward_two_sided(cfg: _Config, matvec, params, saved, g, tol):
         "expm_multiply: the backward (adjoint) sweep found no step size meeting the tolerance",
     )
     return lam, grad
+
+
+def _add(a, b):
+    return jax.tree_util.tree_map(jnp.add, a, b)
+
+
+def _low_rank_cotangent(matvec, params, m, basis_f, basis_b, rank_tol):
+    """``sum_pq M_pq d<V_b e_q, A V_f e_p>/dparams`` with ``M`` truncated to its numerical rank.
+
+    With ``M = U S W^T`` the sum is ``sum_r S_r d<V_b W_r, A V_f U_r>/dparams``.
+    The quadrature matrix of a step is an integral of the rank-one
+    ``exp(s H_f) c e1^T exp((sigma - s) H_b^T)``; its singular values fall
+    exponentially (measured on stiff heat, k = 30: 3 to 5 above 1e-14 S_0), so
+    instead of ``k`` VJPs of ``matvec`` only those with ``S_r > rank_tol * S_0``
+    are taken.  The dropped terms change the gradient by at most
+    ``k * rank_tol`` relative to the step's largest one (in the norms of the
+    basis vectors and of ``dA``).
+    """
+    u, svals, wt = jnp.linalg.svd(m)
+    keep = jnp.sum(svals > rank_tol * svals[0])
+    primal = u.T @ basis_f
+    cotangent = (svals[:, None] * wt) @ basis_b
+    return params_cotangent(matvec, params, primal, cotangent, count=keep)
 
 
 def _backward_discrete(cfg: _Config, matvec, params, saved, g):

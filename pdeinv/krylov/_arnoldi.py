@@ -56,6 +56,7 @@ def arnoldi_iteration(
     *,
     reorthogonalize: bool = True,
     length=None,
+    basis_rows: bool = False,
 ) -> ArnoldiDecomposition:
     """Raw (not custom-differentiated) Arnoldi iteration on a closure ``apply(v) = A v``.
 
@@ -74,6 +75,7 @@ def arnoldi_iteration(
     that many matvecs: the decomposition is the one of dimension ``length``,
     zero-padded to ``krylov_dim`` (the adaptive integrator chooses it per step).
     With ``length`` given the loop is a ``while_loop``: not reverse-differentiable.
+    ``basis_rows=True`` returns the basis as ``(k, n)`` rows (no transpose).
     """
     n = v.shape[0]
     k = int(krylov_dim)
@@ -124,7 +126,9 @@ def arnoldi_iteration(
     )
     stop = k if length is None else jnp.minimum(length, k)
     basis, hessenberg, residual, _, num_steps, _ = lax.fori_loop(0, stop, step, init)
-    return ArnoldiDecomposition(basis.T, hessenberg, residual, beta, num_steps)
+    return ArnoldiDecomposition(
+        basis if basis_rows else basis.T, hessenberg, residual, beta, num_steps
+    )
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))

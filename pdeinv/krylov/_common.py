@@ -115,16 +115,19 @@ def transpose_matvec(matvec: Callable, params: Any, like: Array) -> Callable[[Ar
     return lambda y: vjp(y)[0]
 
 
-def params_cotangent(matvec: Callable, params: Any, basis_rows: Array, lam_rows: Array):
+def params_cotangent(
+    matvec: Callable, params: Any, basis_rows: Array, lam_rows: Array, count: Any = None
+):
     """sum_j d/dparams <lam_j, A(params) q_j>, VJPs of matvec batched over the basis.
 
     The batch is processed in chunks of at most ``_PARAMS_CHUNK`` vectors (a
     ``lax.scan`` over chunks): one VJP over all k vectors at once would hold k
     copies of every intermediate of matvec, which for k = 80 outweighs the basis
-    itself.
+    itself.  With ``count`` (a traced int) only the first ``count`` pairs
+    contribute and the loop (a ``while_loop`` over chunks of ``_COUNT_CHUNK``)
+    stops after the chunk that holds the last of them.
     """
     k = basis_rows.shape[0]
-    chunk = max(d for d in range(1, min(k, _PARAMS_CHUNK) + 1) if k % d == 0)
     # Only inexact leaves have cotangents; integer leaves get float0 zeros (as
     # jax.vjp would give) and stay out of the chunk sums, where float0 cannot add.
     leaves, treedef = jax.tree.flatten(params)
@@ -143,18 +146,40 @@ def params_cotangent(matvec: Callable, params: Any, basis_rows: Array, lam_rows:
         _, vjp = jax.vjp(batched, float_leaves)
         return vjp(lams)[0]
 
-    if chunk == k:
-        float_bars = chunk_cotangent(basis_rows, lam_rows)
+    def add(total, more):
+        return [a + b for a, b in zip(total, more, strict=True)]
+
+    zero = [jnp.zeros_like(leaf) for leaf in float_leaves]
+    if count is not None:
+        chunk = min(k, _COUNT_CHUNK)
+        padded = -(-k // chunk) * chunk
+        pad = ((0, padded - k), (0, 0))
+        rows_all, lams_all = jnp.pad(basis_rows, pad), jnp.pad(lam_rows, pad)
+        index = jnp.arange(chunk)
+
+        def body(state):
+            i, total = state
+            start = i * chunk
+            rows = jax.lax.dynamic_slice_in_dim(rows_all, start, chunk)
+            lams = jax.lax.dynamic_slice_in_dim(lams_all, start, chunk)
+            lams = jnp.where((start + index < count)[:, None], lams, 0)
+            return i + 1, add(total, chunk_cotangent(rows, lams))
+
+        state = (jnp.zeros((), jnp.int32), zero)
+        _, float_bars = jax.lax.while_loop(lambda st: st[0] * chunk < count, body, state)
     else:
-        shape = (k // chunk, chunk, basis_rows.shape[1])
+        chunk = max(d for d in range(1, min(k, _PARAMS_CHUNK) + 1) if k % d == 0)
+        if chunk == k:
+            float_bars = chunk_cotangent(basis_rows, lam_rows)
+        else:
+            shape = (k // chunk, chunk, basis_rows.shape[1])
 
-        def accumulate(total, xs):
-            return [a + b for a, b in zip(total, chunk_cotangent(*xs), strict=True)], None
+            def accumulate(total, xs):
+                return add(total, chunk_cotangent(*xs)), None
 
-        zero = [jnp.zeros_like(leaf) for leaf in float_leaves]
-        float_bars, _ = jax.lax.scan(
-            accumulate, zero, (basis_rows.reshape(shape), lam_rows.reshape(shape))
-        )
+            float_bars, _ = jax.lax.scan(
+                accumulate, zero, (basis_rows.reshape(shape), lam_rows.reshape(shape))
+            )
     it = iter(float_bars)
     bars = [
         next(it) if f else np.zeros(np.shape(leaf), dtype=jax.dtypes.float0)
@@ -164,3 +189,5 @@ def params_cotangent(matvec: Callable, params: Any, basis_rows: Array, lam_rows:
 
 
 _PARAMS_CHUNK = 16
+# Chunk of the count-limited loop: small, since typically only a few pairs count.
+_COUNT_CHUNK = 4

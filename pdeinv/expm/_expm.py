@@ -33,15 +33,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ..krylov._arnoldi import arnoldi_iteration
+from ..krylov._arnoldi import arnoldi_iteration, arnoldi_until
 from ..krylov._common import (
     check_finite,
     check_matvec,
     check_vector,
-    params_cotangent,
+    params_cotangent_low_rank,
     transpose_matvec,
 )
-from ..krylov._lanczos import lanczos_iteration
+from ..krylov._lanczos import lanczos_iteration, lanczos_until
 from ._small import KrylovPropagator, two_sided_block
 
 PyTree = Any
@@ -53,6 +53,8 @@ CHECKPOINTS = ("states", "bases")
 # Bounds of the step-size controller (factor per trial, factor to the next step).
 _SHRINK_MIN, _GROW_MAX, _SAFETY = 0.01, 5.0, 0.9
 _MAX_TRIALS = 60
+# States kept for the gradient by default (``checkpoints=None``).
+DEFAULT_CHECKPOINTS = 32
 # Singular values of a backward sub-step's quadrature matrix below
 # ``tol * _RANK_TOL`` times the largest are dropped (see _low_rank_cotangent).
 _RANK_TOL = 1e-3
@@ -88,27 +90,108 @@ class _Config:
     gradient: str
     reorthogonalize: bool
     checkpoint: str = "states"
+    # States kept for the gradient (see _thin); equal to max_steps: never thinned.
+    checkpoints: int = 0
+
+    @property
+    def segment(self) -> int:
+        """Largest stride between kept states (a power of two), the replay buffer's size."""
+        stride = 1
+        while self.checkpoints * stride < self.max_steps:
+            stride *= 2
+        return stride
 
     @property
     def symmetric(self) -> bool:
         return self.method == "lanczos"
 
     @property
+    def chunk(self) -> int:
+        """Steps between Krylov-size checks: a divisor of ``krylov_dim`` near 5.
+
+        ``krylov_dim`` itself (no early stop) when it has none in 3..8, when
+        the basis is reorthogonalised Lanczos (no chunked variant), and for the
+        discrete adjoint (it differentiates full-size steps).
+        """
+        k = self.krylov_dim
+        if (self.symmetric and self.reorthogonalize) or self.gradient == "discrete":
+            return k
+        for d in (5, 6, 4, 7, 8, 3):
+            if k % d == 0 and d < k:
+                return d
+        return k
+
+    @property
     def order(self) -> int:
         return max(self.krylov_dim - 1, 1)
 
 
-def _decompose(cfg: _Config, apply, u):
-    """Krylov basis of ``u`` as ``(k, n)`` rows and the raw pieces of its propagator."""
-    iteration = lanczos_iteration if cfg.symmetric else arnoldi_iteration
-    dec = iteration(apply, u, cfg.krylov_dim, reorthogonalize=cfg.reorthogonalize, basis_rows=True)
+def _decompose(cfg: _Config, apply, u, stop=None):
+    """Krylov basis of ``u`` as ``(k, n)`` rows and the raw pieces of its propagator.
+
+    ``stop(small, size, residual_norm) -> bool``, checked every ``cfg.chunk``
+    steps, may end the process before ``krylov_dim`` (Krylov-size control);
+    the pieces are ``(small matrix, ||u||, ||residual||, size)``.
+    """
+    k = cfg.krylov_dim
+    if stop is None or cfg.chunk == k:
+        iteration = lanczos_iteration if cfg.symmetric else arnoldi_iteration
+        dec = iteration(apply, u, k, reorthogonalize=cfg.reorthogonalize, basis_rows=True)
+        size = jnp.asarray(k, jnp.int32)
+    elif cfg.symmetric:
+        dec, size = lanczos_until(apply, u, k, cfg.chunk, stop)
+    else:
+        dec, size = arnoldi_until(apply, u, k, cfg.chunk, stop, reorthogonalize=cfg.reorthogonalize)
     small = dec.tridiagonal if cfg.symmetric else dec.hessenberg
-    return dec.basis, (small, dec.norm, jnp.linalg.norm(dec.residual))
+    return dec.basis, (small, dec.norm, jnp.linalg.norm(dec.residual), size)
 
 
 def _propagator(cfg: _Config, pieces) -> KrylovPropagator:
-    small, beta, residual_norm = pieces
-    return KrylovPropagator(small, beta, residual_norm, symmetric=cfg.symmetric)
+    small, beta, residual_norm, size = pieces
+    return KrylovPropagator(small, beta, residual_norm, symmetric=cfg.symmetric, size=size)
+
+
+def _stop_at_step(cfg: _Config, tau, tol_rate, clipped):
+    """Krylov-size control: stop once the step ``tau`` meets the tolerance.
+
+    Only for a step cut short by an output time or the end of the interval
+    (``clipped``, and never the first step, which has no step-size history):
+    there the full dimension would buy a longer step that cannot be taken.
+    Otherwise the largest dimension is the cheapest per unit of time (for stiff
+    operators the step grows faster than linearly with the dimension), so the
+    process runs to ``krylov_dim``.
+
+    Two tests must pass at a dimension ``m``: the step-size controller's
+    residual estimate (:func:`_largest_step`, so the step is then accepted as
+    is), and the change of ``exp(tau H) e1`` since the previous check
+    (dimension ``m - chunk``), an estimate of the error of the smaller space
+    and so a conservative one for ``m``.  The residual estimate alone can
+    accept a space that has not started to converge (measured: a dense
+    non-normal 25 x 25 matrix, estimate 9e-9 at m = 15, true error 2e-4).
+    """
+    chunk = cfg.chunk
+
+    def stop(small, size, residual_norm):
+        def meets(_):
+            prop = KrylovPropagator(small, 1.0, residual_norm, symmetric=cfg.symmetric, size=size)
+            coef, err = prop.coefficients(tau)
+            index = jnp.arange(small.shape[0])
+            inner = (index < size - chunk)[:, None] & (index < size - chunk)[None, :]
+            smaller = KrylovPropagator(
+                jnp.where(inner, small, 0), 1.0, 0.0, symmetric=cfg.symmetric
+            )
+            change = jnp.linalg.norm(coef - smaller.exp_times(tau))
+            allowed = tol_rate * tau
+            return (err <= allowed) & (change <= allowed)
+
+        return lax.cond(clipped, meets, lambda _: jnp.zeros((), bool), None)
+
+    return stop
+
+
+def _stop_at_size(target):
+    """Rebuild a decomposition of a recorded size."""
+    return lambda small, size, residual_norm: size >= target
 
 
 def _largest_step(cfg: _Config, prop: KrylovPropagator, tau_try, tol_rate):
@@ -166,19 +249,23 @@ def _forward(cfg: _Config, matvec, v, params, ts, tol, record: bool):
         tau_suggest=jnp.asarray(jnp.inf, ts.dtype),
         j=jnp.zeros((), jnp.int32),
         rejected=jnp.zeros((), jnp.int32),
+        matvecs=jnp.zeros((), jnp.int32),
         err_sum=jnp.zeros((), dtype),
         failed=jnp.zeros((), bool),
     )
     k = cfg.krylov_dim
     if record:
-        carry["us"] = jnp.zeros((cfg.max_steps, n), dtype)
+        carry["us"] = jnp.zeros((cfg.checkpoints, n), dtype)
+        carry["stride"] = jnp.ones((), jnp.int32)
         carry["taus"] = jnp.zeros((cfg.max_steps,), ts.dtype)
+        carry["sizes"] = jnp.zeros((cfg.max_steps,), jnp.int32)
         if cfg.checkpoint == "bases":
             carry["bases"] = jnp.zeros((cfg.max_steps, k, n), dtype)
             carry["pieces"] = (
                 jnp.zeros((cfg.max_steps, k, k), dtype),
                 jnp.zeros((cfg.max_steps,), dtype),
                 jnp.zeros((cfg.max_steps,), dtype),
+                jnp.zeros((cfg.max_steps,), jnp.int32),
             )
 
     def advance_to(carry, t_target):
@@ -187,12 +274,12 @@ def _forward(cfg: _Config, matvec, v, params, ts, tol, record: bool):
 
         def body(c):
             remaining = t_target - c["t"]
-            tau_try = jnp.minimum(remaining, c["tau_suggest"])
-            basis, pieces = _decompose(cfg, apply, c["u"])
+            tau_try = jnp.minimum(remaining, c["tau_suggest"]).astype(dtype)
+            clipped = (remaining < c["tau_suggest"]) & (c["j"] > 0)
+            stop = _stop_at_step(cfg, tau_try, tol_rate, clipped)
+            basis, pieces = _decompose(cfg, apply, c["u"], stop)
             prop = _propagator(cfg, pieces)
-            tau, coef, err, tau_next, trials, ok = _largest_step(
-                cfg, prop, tau_try.astype(dtype), tol_rate
-            )
+            tau, coef, err, tau_next, trials, ok = _largest_step(cfg, prop, tau_try, tol_rate)
             tau = tau.astype(ts.dtype)
             reached = tau >= remaining
             new = dict(c)
@@ -206,11 +293,13 @@ def _forward(cfg: _Config, matvec, v, params, ts, tol, record: bool):
             ).astype(ts.dtype)
             new["j"] = c["j"] + 1
             new["rejected"] = c["rejected"] + trials
+            new["matvecs"] = c["matvecs"] + pieces[3]
             new["err_sum"] = c["err_sum"] + err
             new["failed"] = ~ok
             if record:
-                new["us"] = c["us"].at[c["j"]].set(c["u"])
+                new["us"], new["stride"] = _keep_state(cfg, c["us"], c["stride"], c["j"], c["u"])
                 new["taus"] = c["taus"].at[c["j"]].set(tau)
+                new["sizes"] = c["sizes"].at[c["j"]].set(pieces[3])
                 if cfg.checkpoint == "bases":
                     new["bases"] = c["bases"].at[c["j"]].set(basis)
                     new["pieces"] = tuple(
@@ -227,7 +316,7 @@ def _forward(cfg: _Config, matvec, v, params, ts, tol, record: bool):
     stats = ExpmStats(
         num_steps=carry["j"],
         num_rejected=carry["rejected"],
-        num_matvecs=carry["j"] * cfg.krylov_dim,
+        num_matvecs=carry["matvecs"],
         error_estimate=carry["err_sum"] / jnp.where(v_norm > 0, v_norm, 1.0),
     )
     ys = eqx.error_if(
@@ -245,12 +334,90 @@ def _forward(cfg: _Config, matvec, v, params, ts, tol, record: bool):
     saved = None
     if record:
         stored = (carry["bases"], carry["pieces"]) if cfg.checkpoint == "bases" else None
-        saved = (carry["us"], carry["taus"], carry["j"], out_step, stored)
+        saved = (
+            carry["us"],
+            (carry["taus"], carry["sizes"]),
+            carry["j"],
+            out_step,
+            stored,
+            carry["stride"],
+        )
     return ys, stats, saved
 
 
 def _apply(matvec, params, x):
     return matvec(x, params)
+
+
+def _keep_state(cfg: _Config, us, stride, j, u):
+    """Store the state ``u`` at the start of step ``j`` in the checkpoint buffer.
+
+    The buffer holds ``cfg.checkpoints`` states, those of steps ``0, stride,
+    2 stride, ...``.  When it is full, every second one is dropped and the stride
+    doubles (so memory does not grow with ``max_steps``); the backward sweep
+    replays the dropped steps from the kept ones (:func:`_reverse_states`).
+    """
+    if cfg.segment == 1:  # room for every step: no thinning (and no copy of the buffer)
+        return us.at[j].set(u), stride
+    full = j == cfg.checkpoints * stride
+
+    def thin(us, stride):
+        half = us[0::2]
+        rest = jnp.zeros_like(us[: us.shape[0] - half.shape[0]])
+        return jnp.concatenate([half, rest]), 2 * stride
+
+    us, stride = lax.cond(full, thin, lambda us, stride: (us, stride), us, stride)
+    slot = jnp.minimum(j // stride, cfg.checkpoints - 1)
+    keep = j % stride == 0
+    return us.at[slot].set(jnp.where(keep, u, us[slot])), stride
+
+
+def _advance(cfg: _Config, apply, u, tau, size):
+    """One forward step of known length ``tau`` and Krylov size (as the forward sweep took it)."""
+    basis, pieces = _decompose(cfg, apply, u, _stop_at_size(size))
+    prop = _propagator(cfg, pieces)
+    coef, _ = prop.coefficients(tau)
+    return prop.beta * (coef @ basis)
+
+
+def _reverse_states(cfg: _Config, apply, us, steps, stride):
+    """``(init, state_at)``: the forward state at the start of step ``j``, for ``j`` descending.
+
+    ``state_at(j, replay) -> (u_j, replay)``.  Kept states are read from the
+    buffer; a dropped one is recomputed from the kept state that starts its
+    segment: on entering a segment (at its last step) all its states are
+    replayed into a buffer of ``cfg.segment`` states, at most ``stride - 1``
+    extra steps per ``stride`` steps.
+    """
+    if cfg.segment == 1:
+        return None, lambda j, replay: (us[j], replay)
+    taus, sizes = steps
+    init = (jnp.zeros((cfg.segment, us.shape[1]), us.dtype), -jnp.ones((), jnp.int32))
+
+    def state_at(j, replay):
+        seg, seg_start = replay
+        start = (j // stride) * stride
+
+        def fill(seg):
+            seg = seg.at[0].set(us[start // stride])
+
+            def body(i, seg):
+                return seg.at[i].set(
+                    _advance(
+                        cfg,
+                        apply,
+                        seg[i - 1],
+                        taus[start + i - 1].astype(us.dtype),
+                        sizes[start + i - 1],
+                    )
+                )
+
+            return lax.fori_loop(1, j - start + 1, body, seg)
+
+        seg = lax.cond(start != seg_start, fill, lambda seg: seg, seg)
+        return seg[j - start], (seg, start)
+
+    return init, state_at
 
 
 def _output_cotangent(out_step, g, position):
@@ -260,20 +427,23 @@ def _output_cotangent(out_step, g, position):
 
 
 def _backward_two_sided(cfg: _Config, matvec, params, saved, g, tol):
-    us, taus, num_steps, out_step, stored = saved
+    us, steps, num_steps, out_step, stored, stride = saved
+    taus, sizes = steps
     dtype = g.dtype
     apply = functools.partial(_apply, matvec, params)
+    replay0, state_at = _reverse_states(cfg, apply, us, steps, stride)
     apply_t = apply if cfg.symmetric else transpose_matvec(matvec, params, g[0])
     t_final = jnp.sum(taus)
     tol_rate = (tol / jnp.where(t_final > 0, t_final, 1.0)).astype(dtype)
     rank_tol = (tol * _RANK_TOL).astype(dtype)
 
     def step(carry):
-        j, lam, grad, sigma_suggest, failed = carry
+        j, lam, grad, sigma_suggest, failed, replay = carry
         j = j - 1
         tau = taus[j].astype(dtype)
         if stored is None:
-            basis_f, pieces_f = _decompose(cfg, apply, us[j])
+            u_j, replay = state_at(j, replay)
+            basis_f, pieces_f = _decompose(cfg, apply, u_j, _stop_at_size(sizes[j]))
         else:
             basis_f = stored[0][j]
             pieces_f = tuple(buf[j] for buf in stored[1])
@@ -285,11 +455,14 @@ def _backward_two_sided(cfg: _Config, matvec, params, saved, g, tol):
 
         def sub_body(c):
             s_end, lam, grad, sigma_suggest, bad = c
-            basis_b, pieces_b = _decompose(cfg, apply_t, lam)
+            sigma_try = jnp.minimum(s_end, sigma_suggest)
+            # Cut short by the forward step's start; not on the first sub-step,
+            # which has no step-size history (see _stop_at_step).
+            clipped = (s_end < sigma_suggest) & jnp.isfinite(sigma_suggest)
+            stop = _stop_at_step(cfg, sigma_try, tol_rate, clipped)
+            basis_b, pieces_b = _decompose(cfg, apply_t, lam, stop)
             prop_b = _propagator(cfg, pieces_b)
-            sigma, _, _, sigma_next, trials, ok = _largest_step(
-                cfg, prop_b, jnp.minimum(s_end, sigma_suggest), tol_rate
-            )
+            sigma, _, _, sigma_next, trials, ok = _largest_step(cfg, prop_b, sigma_try, tol_rate)
             reached = sigma >= s_end
             s_start = jnp.where(reached, 0.0, s_end - sigma)
             sigma = s_end - s_start
@@ -305,12 +478,12 @@ def _backward_two_sided(cfg: _Config, matvec, params, saved, g, tol):
             sub_cond, sub_body, (tau, lam, grad, sigma_suggest, failed)
         )
         lam = lam + _output_cotangent(out_step, g, j)
-        return j, lam, grad, sigma_suggest, bad
+        return j, lam, grad, sigma_suggest, bad, replay
 
     lam0 = _output_cotangent(out_step, g, num_steps)
     grad0 = jax.tree_util.tree_map(jnp.zeros_like, params)
-    init = (num_steps, lam0, grad0, jnp.asarray(jnp.inf, dtype), jnp.zeros((), bool))
-    _, lam, grad, _, failed = lax.while_loop(lambda c: c[0] > 0, step, init)
+    init = (num_steps, lam0, grad0, jnp.asarray(jnp.inf, dtype), jnp.zeros((), bool), replay0)
+    _, lam, grad, _, failed, _ = lax.while_loop(lambda c: c[0] > 0, step, init)
     lam = eqx.error_if(
         lam,
         failed,
@@ -337,30 +510,34 @@ def _low_rank_cotangent(matvec, params, m, basis_f, basis_b, rank_tol):
     """
     u, svals, wt = jnp.linalg.svd(m)
     keep = jnp.sum(svals > rank_tol * svals[0])
-    primal = u.T @ basis_f
-    cotangent = (svals[:, None] * wt) @ basis_b
-    return params_cotangent(matvec, params, primal, cotangent, count=keep)
+    right = svals[:, None] * wt
+    return params_cotangent_low_rank(matvec, params, u.T, basis_f, right, basis_b, keep)
 
 
 def _backward_discrete(cfg: _Config, matvec, params, saved, g):
     from ._discrete import discrete_step
 
-    us, taus, num_steps, out_step, _ = saved
+    us, steps, num_steps, out_step, _, stride = saved
+    taus, sizes = steps
+    apply = functools.partial(_apply, matvec, params)
+    replay0, state_at = _reverse_states(cfg, apply, us, steps, stride)
     lam0 = _output_cotangent(out_step, g, num_steps)
     grad0 = jax.tree_util.tree_map(jnp.zeros_like, params)
 
     def step(carry):
-        j, lam, grad = carry
+        j, lam, grad, replay = carry
         j = j - 1
+        u_j, replay = state_at(j, replay)
         _, vjp = jax.vjp(
-            lambda u, p: discrete_step(cfg, matvec, u, p, taus[j].astype(u.dtype)), us[j], params
+            lambda u, p: discrete_step(cfg, matvec, u, p, taus[j].astype(u.dtype)), u_j, params
         )
         lam, step_grad = vjp(lam)
         grad = jax.tree_util.tree_map(jnp.add, grad, step_grad)
         lam = lam + _output_cotangent(out_step, g, j)
-        return j, lam, grad
+        return j, lam, grad, replay
 
-    _, lam, grad = lax.while_loop(lambda c: c[0] > 0, step, (num_steps, lam0, grad0))
+    init = (num_steps, lam0, grad0, replay0)
+    _, lam, grad, _ = lax.while_loop(lambda c: c[0] > 0, step, init)
     return lam, grad
 
 
@@ -420,6 +597,7 @@ def _prepare(
     max_steps,
     reorthogonalize,
     checkpoint,
+    checkpoints,
 ):
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -437,6 +615,18 @@ def _prepare(
         raise ValueError(f"krylov_dim must be an integer >= 1, got {krylov_dim!r}")
     if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
         raise ValueError(f"max_steps must be an integer >= 1, got {max_steps!r}")
+    if checkpoints is None:
+        checkpoints = DEFAULT_CHECKPOINTS
+    elif (
+        isinstance(checkpoints, bool)
+        or not isinstance(checkpoints, (int, np.integer))
+        or checkpoints < 1
+    ):
+        raise ValueError(f"checkpoints must be None or an integer >= 1, got {checkpoints!r}")
+    # The bases policy indexes its buffers by step: it keeps every state.
+    kept = int(max_steps) if checkpoint == "bases" else min(int(checkpoints), int(max_steps))
+    if kept < max_steps:
+        kept += kept % 2  # thinning halves the buffer
     v = jnp.asarray(v)
     if v.ndim == 1 and not jnp.issubdtype(v.dtype, jnp.floating):
         v = v.astype(jnp.result_type(float))
@@ -465,6 +655,7 @@ def _prepare(
         gradient=gradient,
         reorthogonalize=bool(reorthogonalize),
         checkpoint=checkpoint,
+        checkpoints=kept,
     )
     return cfg, v, ts, jnp.asarray(tol, v.dtype), scalar_t
 
@@ -510,6 +701,7 @@ def expm_multiply(
     max_steps: int = 500,
     checkpoint: str = "states",
     reorthogonalize: bool | None = None,
+    checkpoints: int | None = None,
 ):
     r"""Action of the matrix exponential ``exp(t A(params)) v``, matrix-free.
 
@@ -542,17 +734,26 @@ def expm_multiply(
         adjoint of Krämer et al. 2024; can be far off for stiff ``A``).
     max_steps
         Static bound on the number of steps (shapes are static under ``jit``).
-        The gradient keeps one checkpoint of size ``n`` per possible step, so its
-        memory is ``max_steps * n`` plus ``O(n * krylov_dim)``.  Running out raises.
+        Running out raises.  It costs no memory beyond ``max_steps`` scalars.
     checkpoint
-        What the forward sweep keeps for the gradient: ``"states"`` (default; the
-        state at every step start, the backward sweep rebuilds each forward
-        Krylov basis: ``max_steps * n`` memory) or ``"bases"`` (also every
-        forward basis: no rebuild, about a quarter less gradient work, but
-        ``max_steps * n * krylov_dim`` memory; for small problems).
+        What the forward sweep keeps for the gradient: ``"states"`` (default; step
+        start states, the backward sweep rebuilds each forward Krylov basis) or
+        ``"bases"`` (every state and every forward basis: no rebuild, about a
+        quarter less gradient work, but ``max_steps * n * krylov_dim`` memory;
+        for small problems).
     reorthogonalize
         Full reorthogonalisation of the Krylov basis.  Default: on for Arnoldi,
         off for Lanczos (three-term recurrence).
+    checkpoints
+        Number of step-start states the ``"states"`` policy keeps (default 32,
+        at most ``max_steps``; rounded up to even).  While a solve takes no more
+        steps, every state is kept.  Beyond that every second kept state is
+        dropped whenever the buffer fills (the stride between kept states
+        doubles), and the backward sweep recomputes the dropped ones from the
+        kept state before them: at most one extra forward step per step.  The
+        gradient's memory is ``(checkpoints + s) * n`` plus ``O(n * krylov_dim)``,
+        with ``s`` the largest stride (the smallest power of two with
+        ``checkpoints * s >= max_steps``), independent of the steps taken.
 
     Returns
     -------
@@ -583,6 +784,7 @@ def expm_multiply(
         max_steps=max_steps,
         checkpoint=checkpoint,
         reorthogonalize=reorthogonalize,
+        checkpoints=checkpoints,
     )
     return y
 
@@ -600,6 +802,7 @@ def expm_multiply_info(
     max_steps: int = 500,
     checkpoint: str = "states",
     reorthogonalize: bool | None = None,
+    checkpoints: int | None = None,
 ):
     """:func:`expm_multiply` that also returns solver statistics.
 
@@ -618,6 +821,7 @@ def expm_multiply_info(
         max_steps=max_steps,
         checkpoint=checkpoint,
         reorthogonalize=reorthogonalize,
+        checkpoints=checkpoints,
     )
     y, stats = _call(matvec, v, params, t, options)
     ints = ExpmStats(*(jnp.asarray(s).astype(jnp.int32) for s in stats[:3]), stats.error_estimate)

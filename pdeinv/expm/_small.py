@@ -42,14 +42,19 @@ class KrylovPropagator:
         ``||r||`` of the decomposition (``h_{k+1,k}``); zero after a happy breakdown.
     symmetric
         Whether ``H`` is symmetric tridiagonal (Lanczos).
+    size
+        Dimension actually built (traced int, default ``k``): ``H`` is zero past
+        it (a decomposition stopped early, zero-padded), and the error estimate
+        uses row ``size - 1``.
     """
 
-    def __init__(self, hessenberg, beta, residual_norm, *, symmetric: bool):
+    def __init__(self, hessenberg, beta, residual_norm, *, symmetric: bool, size=None):
         self.hessenberg = hessenberg
         self.beta = beta
         self.residual_norm = residual_norm
         self.symmetric = symmetric
         self.k = hessenberg.shape[0]
+        self.last = self.k - 1 if size is None else size - 1
         if symmetric:
             self.evals, self.evecs = jnp.linalg.eigh(hessenberg)
 
@@ -59,7 +64,7 @@ class KrylovPropagator:
         if self.symmetric:
             q1 = self.evecs[0, :]
             expo = self.evecs @ (jnp.exp(s * self.evals) * q1)
-            last = self.evecs[k - 1, :] @ (s * phi1(s * self.evals) * q1)
+            last = self.evecs[self.last, :] @ (s * phi1(s * self.evals) * q1)
         else:
             dtype = self.hessenberg.dtype
             bordered = jnp.zeros((k + 1, k + 1), dtype)
@@ -67,7 +72,7 @@ class KrylovPropagator:
             bordered = bordered.at[0, k].set(s)
             e = expm_small(bordered)
             expo = e[:k, 0]
-            last = e[k - 1, k]
+            last = e[self.last, k]
         err = self.beta * self.residual_norm * jnp.abs(last)
         return expo, err
 

@@ -20,7 +20,7 @@ from ._common import (
     transpose_matvec,
 )
 
-__all__ = ["ArnoldiDecomposition", "arnoldi", "arnoldi_iteration"]
+__all__ = ["ArnoldiDecomposition", "arnoldi", "arnoldi_iteration", "arnoldi_until"]
 
 
 class ArnoldiDecomposition(NamedTuple):
@@ -77,16 +77,37 @@ def arnoldi_iteration(
     With ``length`` given the loop is a ``while_loop``: not reverse-differentiable.
     ``basis_rows=True`` returns the basis as ``(k, n)`` rows (no transpose).
     """
-    n = v.shape[0]
     k = int(krylov_dim)
+    stop = k if length is None else jnp.minimum(length, k)
+    beta, init = _arnoldi_init(v, k)
+    step = _arnoldi_step(apply, k, v.dtype, reorthogonalize, stop)
+    basis, hessenberg, residual, _, num_steps, _ = lax.fori_loop(0, stop, step, init)
+    return ArnoldiDecomposition(
+        basis if basis_rows else basis.T, hessenberg, residual, beta, num_steps
+    )
+
+
+def _arnoldi_init(v, k):
+    n = v.shape[0]
     dtype = v.dtype
     beta = safe_norm(v)
     active0 = beta > 0
     q0 = safe_normalize(v, beta, ~active0)
-
     # Basis stored as rows (k, n) so each step writes one contiguous row.
     basis = jnp.zeros((k, n), dtype=dtype).at[0].set(q0)
-    hessenberg = jnp.zeros((k, k), dtype=dtype)
+    init = (
+        basis,
+        jnp.zeros((k, k), dtype=dtype),
+        jnp.zeros((n,), dtype=dtype),
+        active0,
+        jnp.zeros((), dtype=jnp.int32),
+        jnp.zeros((), dtype=dtype),
+    )
+    return beta, init
+
+
+def _arnoldi_step(apply, k, dtype, reorthogonalize, stop):
+    """Step ``j`` of Arnoldi as a ``fori_loop`` body; ``stop`` is the last step + 1."""
 
     def step(j, state):
         basis, hessenberg, _, active, num_steps, scale = state
@@ -116,19 +137,45 @@ def arnoldi_iteration(
         residual = jnp.where(broke, jnp.zeros_like(w), w)
         return basis, hessenberg, residual, active, num_steps, scale
 
-    init = (
-        basis,
-        hessenberg,
-        jnp.zeros((n,), dtype=dtype),
-        active0,
-        jnp.zeros((), dtype=jnp.int32),
-        jnp.zeros((), dtype=dtype),
-    )
-    stop = k if length is None else jnp.minimum(length, k)
-    basis, hessenberg, residual, _, num_steps, _ = lax.fori_loop(0, stop, step, init)
-    return ArnoldiDecomposition(
-        basis if basis_rows else basis.T, hessenberg, residual, beta, num_steps
-    )
+    return step
+
+
+def arnoldi_until(apply, v, krylov_dim: int, chunk: int, stop, *, reorthogonalize: bool = True):
+    """Arnoldi that may stop before ``krylov_dim`` steps (Krylov-size control).
+
+    After every ``chunk`` steps, ``stop(hessenberg, size, residual_norm)`` decides
+    whether the ``size``-dimensional decomposition is enough.  The result is
+    zero-padded to ``krylov_dim`` (basis rows, Hessenberg entries past ``size``
+    are zero).  Returns ``(decomposition with basis as (k, n) rows, size)``.
+    ``chunk`` must divide ``krylov_dim``.
+    """
+    k = int(krylov_dim)
+    if k % chunk:
+        raise ValueError(f"chunk={chunk} must divide krylov_dim={k}")
+    beta, state0 = _arnoldi_init(v, k)
+    step = _arnoldi_step(apply, k, v.dtype, reorthogonalize, k)
+    index = jnp.arange(k)
+
+    def trimmed(state, size):
+        # Row `size` already holds the next direction and H[size, size-1] its
+        # norm; a decomposition of dimension `size` leaves both out.
+        basis, hessenberg, residual = state[0], state[1], state[2]
+        basis = jnp.where((index < size)[:, None], basis, 0)
+        hessenberg = jnp.where((index < size)[:, None], hessenberg, 0)
+        return basis, hessenberg, residual
+
+    def body(c):
+        state, size, _ = c
+        state = lax.fori_loop(size, size + chunk, step, state)
+        size = size + chunk
+        _, hessenberg, residual = trimmed(state, size)
+        done = (size >= k) | stop(hessenberg, size, safe_norm(residual))
+        return state, size, done
+
+    init = (state0, jnp.zeros((), jnp.int32), jnp.zeros((), bool))
+    state, size, _ = lax.while_loop(lambda c: ~c[2], body, init)
+    basis, hessenberg, residual = trimmed(state, size)
+    return ArnoldiDecomposition(basis, hessenberg, residual, beta, state[4]), size
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))

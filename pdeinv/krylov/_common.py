@@ -115,77 +115,106 @@ def transpose_matvec(matvec: Callable, params: Any, like: Array) -> Callable[[Ar
     return lambda y: vjp(y)[0]
 
 
-def params_cotangent(
-    matvec: Callable, params: Any, basis_rows: Array, lam_rows: Array, count: Any = None
-):
+class _FloatLeafVJP:
+    """Cotangents of the inexact leaves of ``params`` for batches of ``matvec`` pairs.
+
+    Integer leaves get float0 zeros (as ``jax.vjp`` would give) and stay out of
+    the sums, where float0 cannot add.
+    """
+
+    def __init__(self, matvec: Callable, params: Any):
+        self.matvec = matvec
+        self.leaves, self.treedef = jax.tree.flatten(params)
+        self.inexact = [jnp.issubdtype(jnp.result_type(x), jnp.inexact) for x in self.leaves]
+        self.float_leaves = [x for x, f in zip(self.leaves, self.inexact, strict=True) if f]
+
+    def zero(self):
+        return [jnp.zeros_like(leaf) for leaf in self.float_leaves]
+
+    def __call__(self, rows, lams):
+        """``sum_j d<lams_j, A rows_j>/d(float leaves)`` as a list."""
+
+        def batched(float_leaves):
+            it = iter(float_leaves)
+            leaves = [next(it) if f else x for x, f in zip(self.leaves, self.inexact, strict=True)]
+            params = jax.tree.unflatten(self.treedef, leaves)
+            return jax.vmap(self.matvec, in_axes=(0, None))(rows, params)
+
+        _, vjp = jax.vjp(batched, self.float_leaves)
+        return vjp(lams)[0]
+
+    def tree(self, float_bars):
+        it = iter(float_bars)
+        bars = [
+            next(it) if f else np.zeros(np.shape(x), dtype=jax.dtypes.float0)
+            for x, f in zip(self.leaves, self.inexact, strict=True)
+        ]
+        return jax.tree.unflatten(self.treedef, bars)
+
+
+def _add_lists(total, more):
+    return [a + b for a, b in zip(total, more, strict=True)]
+
+
+def params_cotangent(matvec: Callable, params: Any, basis_rows: Array, lam_rows: Array):
     """sum_j d/dparams <lam_j, A(params) q_j>, VJPs of matvec batched over the basis.
 
     The batch is processed in chunks of at most ``_PARAMS_CHUNK`` vectors (a
     ``lax.scan`` over chunks): one VJP over all k vectors at once would hold k
     copies of every intermediate of matvec, which for k = 80 outweighs the basis
-    itself.  With ``count`` (a traced int) only the first ``count`` pairs
-    contribute and the loop (a ``while_loop`` over chunks of ``_COUNT_CHUNK``)
-    stops after the chunk that holds the last of them.
+    itself.
     """
+    vjp = _FloatLeafVJP(matvec, params)
     k = basis_rows.shape[0]
-    # Only inexact leaves have cotangents; integer leaves get float0 zeros (as
-    # jax.vjp would give) and stay out of the chunk sums, where float0 cannot add.
-    leaves, treedef = jax.tree.flatten(params)
-    inexact = [jnp.issubdtype(jnp.result_type(leaf), jnp.inexact) for leaf in leaves]
-    float_leaves = [leaf for leaf, f in zip(leaves, inexact, strict=True) if f]
+    chunk = max(d for d in range(1, min(k, _PARAMS_CHUNK) + 1) if k % d == 0)
+    if chunk == k:
+        return vjp.tree(vjp(basis_rows, lam_rows))
+    shape = (k // chunk, chunk, basis_rows.shape[1])
 
-    def with_float_leaves(new_leaves):
-        it = iter(new_leaves)
-        merged = [next(it) if f else leaf for leaf, f in zip(leaves, inexact, strict=True)]
-        return jax.tree.unflatten(treedef, merged)
+    def accumulate(total, xs):
+        return _add_lists(total, vjp(*xs)), None
 
-    def chunk_cotangent(rows, lams):
-        def batched(fl):
-            return jax.vmap(matvec, in_axes=(0, None))(rows, with_float_leaves(fl))
+    float_bars, _ = jax.lax.scan(
+        accumulate, vjp.zero(), (basis_rows.reshape(shape), lam_rows.reshape(shape))
+    )
+    return vjp.tree(float_bars)
 
-        _, vjp = jax.vjp(batched, float_leaves)
-        return vjp(lams)[0]
 
-    def add(total, more):
-        return [a + b for a, b in zip(total, more, strict=True)]
+def params_cotangent_low_rank(
+    matvec: Callable,
+    params: Any,
+    left: Array,
+    basis: Array,
+    right: Array,
+    basis_adjoint: Array,
+    count: Any,
+):
+    """``sum_{r < count} d<right_r @ basis_adjoint, A(params) (left_r @ basis)>/dparams``.
 
-    zero = [jnp.zeros_like(leaf) for leaf in float_leaves]
-    if count is not None:
-        chunk = min(k, _COUNT_CHUNK)
-        padded = -(-k // chunk) * chunk
-        pad = ((0, padded - k), (0, 0))
-        rows_all, lams_all = jnp.pad(basis_rows, pad), jnp.pad(lam_rows, pad)
-        index = jnp.arange(chunk)
+    ``left`` and ``right`` are ``(m, k)`` coefficient rows over the ``(k, n)``
+    bases; ``count`` (a traced int) says how many leading pairs contribute.  A
+    ``while_loop`` over chunks of ``_COUNT_CHUNK`` pairs forms each chunk's
+    vectors only when it is needed and stops after the chunk holding the last
+    pair, so the work is proportional to ``count``, not to ``m``.
+    """
+    vjp = _FloatLeafVJP(matvec, params)
+    m = left.shape[0]
+    chunk = min(m, _COUNT_CHUNK)
+    pad = ((0, -(-m // chunk) * chunk - m), (0, 0))
+    left, right = jnp.pad(left, pad), jnp.pad(right, pad)
+    index = jnp.arange(chunk)
 
-        def body(state):
-            i, total = state
-            start = i * chunk
-            rows = jax.lax.dynamic_slice_in_dim(rows_all, start, chunk)
-            lams = jax.lax.dynamic_slice_in_dim(lams_all, start, chunk)
-            lams = jnp.where((start + index < count)[:, None], lams, 0)
-            return i + 1, add(total, chunk_cotangent(rows, lams))
+    def body(state):
+        i, total = state
+        start = i * chunk
+        rows = jax.lax.dynamic_slice_in_dim(left, start, chunk) @ basis
+        weights = jax.lax.dynamic_slice_in_dim(right, start, chunk)
+        weights = jnp.where((start + index < count)[:, None], weights, 0)
+        return i + 1, _add_lists(total, vjp(rows, weights @ basis_adjoint))
 
-        state = (jnp.zeros((), jnp.int32), zero)
-        _, float_bars = jax.lax.while_loop(lambda st: st[0] * chunk < count, body, state)
-    else:
-        chunk = max(d for d in range(1, min(k, _PARAMS_CHUNK) + 1) if k % d == 0)
-        if chunk == k:
-            float_bars = chunk_cotangent(basis_rows, lam_rows)
-        else:
-            shape = (k // chunk, chunk, basis_rows.shape[1])
-
-            def accumulate(total, xs):
-                return add(total, chunk_cotangent(*xs)), None
-
-            float_bars, _ = jax.lax.scan(
-                accumulate, zero, (basis_rows.reshape(shape), lam_rows.reshape(shape))
-            )
-    it = iter(float_bars)
-    bars = [
-        next(it) if f else np.zeros(np.shape(leaf), dtype=jax.dtypes.float0)
-        for leaf, f in zip(leaves, inexact, strict=True)
-    ]
-    return jax.tree.unflatten(treedef, bars)
+    init = (jnp.zeros((), jnp.int32), vjp.zero())
+    _, float_bars = jax.lax.while_loop(lambda st: st[0] * chunk < count, body, init)
+    return vjp.tree(float_bars)
 
 
 _PARAMS_CHUNK = 16

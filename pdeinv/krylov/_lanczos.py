@@ -21,7 +21,7 @@ from ._common import (
     transpose_matvec,
 )
 
-__all__ = ["LanczosDecomposition", "lanczos", "lanczos_iteration"]
+__all__ = ["LanczosDecomposition", "lanczos", "lanczos_iteration", "lanczos_until"]
 
 
 class LanczosDecomposition(NamedTuple):
@@ -140,19 +140,14 @@ def lanczos_iteration(
     )
 
 
-def _lanczos_scan(apply, v, k: int) -> LanczosDecomposition:
-    """Plain three-term recurrence as a scan; basis returned as ``(k, n)`` rows.
+def _recurrence_step(apply, dtype):
+    """One step of the plain three-term recurrence as a scan body.
 
-    Same results as the loop in :func:`lanczos_iteration` (breakdown included):
-    after a breakdown ``q`` and ``b`` are zero, so every later step produces
-    zeros.  ``max_j ||A q_j||`` for the breakdown test is taken from the
-    recurrence, ``||A q_j||^2 = b_j^2 + alpha_j^2 + b_{j+1}^2``, which saves a
-    reduction per step.
+    ``max_j ||A q_j||`` for the breakdown test is taken from the recurrence,
+    ``||A q_j||^2 = b_j^2 + alpha_j^2 + b_{j+1}^2``, which saves a reduction
+    per step.  After a breakdown ``q`` and ``b`` are zero, so every later step
+    produces zeros.
     """
-    dtype = v.dtype
-    beta = safe_norm(v)
-    active0 = beta > 0
-    q0 = safe_normalize(v, beta, ~active0)
 
     def step(state, _):
         q, q_prev, b_prev, active, num_steps, scale = state
@@ -168,15 +163,85 @@ def _lanczos_scan(apply, v, k: int) -> LanczosDecomposition:
         q_next = safe_normalize(w, norm_w, broke)
         return (q_next, q, b_next, active, num_steps, scale), (q, alpha, b_next)
 
+    return step
+
+
+def _recurrence_init(v):
+    dtype = v.dtype
+    beta = safe_norm(v)
+    active0 = beta > 0
+    q0 = safe_normalize(v, beta, ~active0)
     zero = jnp.zeros((), dtype)
-    init = (q0, jnp.zeros_like(v), zero, active0, jnp.zeros((), jnp.int32), zero)
-    final, (basis, alphas, offdiag) = lax.scan(step, init, None, length=k)
+    return beta, (q0, jnp.zeros_like(v), zero, active0, jnp.zeros((), jnp.int32), zero)
+
+
+def _tridiagonal(alphas, offdiag, size):
+    """Symmetric tridiagonal matrix; couplings past row ``size - 1`` left out."""
+    k = alphas.shape[0]
+    b = jnp.where(jnp.arange(k - 1) < size - 1, offdiag[: k - 1], 0)
+    return jnp.diag(alphas) + jnp.diag(b, 1) + jnp.diag(b, -1)
+
+
+def _lanczos_scan(apply, v, k: int) -> LanczosDecomposition:
+    """Plain three-term recurrence as a scan; basis returned as ``(k, n)`` rows.
+
+    Same results as the loop in :func:`lanczos_iteration` (breakdown included).
+    """
+    beta, init = _recurrence_init(v)
+    final, (basis, alphas, offdiag) = lax.scan(
+        _recurrence_step(apply, v.dtype), init, None, length=k
+    )
     q_last, _, b_last, _, num_steps, _ = final
     # The direction after the last column is the residual's: r = b_k q_k.
     residual = b_last * q_last
-    b = offdiag[: k - 1]
-    tridiagonal = jnp.diag(alphas) + jnp.diag(b, 1) + jnp.diag(b, -1)
-    return LanczosDecomposition(basis, tridiagonal, residual, beta, num_steps)
+    return LanczosDecomposition(basis, _tridiagonal(alphas, offdiag, k), residual, beta, num_steps)
+
+
+def lanczos_until(apply, v, krylov_dim: int, chunk: int, stop):
+    """Plain recurrence that may stop before ``krylov_dim`` steps (Krylov-size control).
+
+    Runs chunks of ``chunk`` steps (scans, as in :func:`lanczos_iteration`); after
+    each chunk, ``stop(tridiagonal, size, residual_norm)`` decides whether the
+    ``size``-dimensional decomposition is enough.  The result is zero-padded to
+    ``krylov_dim``: ``basis`` rows and tridiagonal entries past ``size`` are
+    zero, so small-matrix functions of the padded matrix act on the leading
+    block unchanged.  Returns ``(decomposition with basis as (k, n) rows,
+    size)``.  ``chunk`` must divide ``krylov_dim``.
+
+    (A single scan with a ``lax.cond`` around each step's matvec was measured
+    10x slower on XLA:CPU; the while loop over chunks costs ~15 % over the plain
+    scan.)
+    """
+    k = int(krylov_dim)
+    if k % chunk:
+        raise ValueError(f"chunk={chunk} must divide krylov_dim={k}")
+    n = v.shape[0]
+    dtype = v.dtype
+    beta, rec0 = _recurrence_init(v)
+    step = _recurrence_step(apply, dtype)
+
+    def body(c):
+        basis, alphas, offdiag, rec, size, _ = c
+        rec, (rows, a, b) = lax.scan(step, rec, None, length=chunk)
+        basis = lax.dynamic_update_slice_in_dim(basis, rows, size, 0)
+        alphas = lax.dynamic_update_slice_in_dim(alphas, a, size, 0)
+        offdiag = lax.dynamic_update_slice_in_dim(offdiag, b, size, 0)
+        size = size + chunk
+        done = (size >= k) | stop(_tridiagonal(alphas, offdiag, size), size, rec[2])
+        return basis, alphas, offdiag, rec, size, done
+
+    init = (
+        jnp.zeros((k, n), dtype),
+        jnp.zeros((k,), dtype),
+        jnp.zeros((k,), dtype),
+        rec0,
+        jnp.zeros((), jnp.int32),
+        jnp.zeros((), bool),
+    )
+    basis, alphas, offdiag, rec, size, _ = lax.while_loop(lambda c: ~c[5], body, init)
+    q_last, _, b_last, _, num_steps, _ = rec
+    tridiagonal = _tridiagonal(alphas, offdiag, size)
+    return LanczosDecomposition(basis, tridiagonal, b_last * q_last, beta, num_steps), size
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))

@@ -286,7 +286,7 @@ SCHEMA: dict[str, Any] = {
         "max_steps": Option(
             1000,
             "int",
-            "Step budget of one solve (memory: one state per step for the gradient).",
+            "Step budget of one solve; running out is an error (costs no memory by itself).",
             positive=True,
         ),
         "method": Option(

@@ -755,6 +755,13 @@ def _fmt(value, kind):
     return str(value)
 
 
+def _backward_over_forward(row: dict):
+    forward, both = row.get("forward_s"), row.get("value_and_grad_s")
+    if forward is None or both is None or forward <= 0:
+        return None
+    return (both - forward) / forward
+
+
 def to_markdown(result: dict) -> str:
     """The comparison as a markdown table plus the verdict sentences."""
     p, m, ref = result["problem"], result["machine"], result["reference"]
@@ -773,8 +780,9 @@ def to_markdown(result: dict) -> str:
         f". Errors below {ref['uncertainty']:.0e} are within the reference's own uncertainty. "
         f"Times: {result['timing_note']}; memory: {result['memory_note']}."
     )
-    cols = ["solver", "status", "forward [ms]", "value+grad [ms]", "grad/fwd", "matvecs (fwd)",
-            "peak mem [MiB]", "value err", "grad err"]  # fmt: skip
+    # "bwd/fwd": the gradient's own cost, (value+grad - forward) / forward.
+    cols = ["solver", "status", "forward [ms]", "value+grad [ms]", "(v+g)/fwd", "bwd/fwd",
+            "matvecs (fwd)", "peak mem [MiB]", "value err", "grad err"]  # fmt: skip
     lines = [head, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in result["rows"]:
         if r["status"] == "ok":
@@ -788,6 +796,7 @@ def to_markdown(result: dict) -> str:
             _fmt(r.get("forward_s"), "ms"),
             _fmt(r.get("value_and_grad_s"), "ms"),
             _fmt(r.get("gradient_over_forward"), "x"),
+            _fmt(_backward_over_forward(r), "x"),
             _fmt(r.get("num_matvecs"), "int"),
             _fmt(r.get("peak_memory_bytes"), "mib"),
             _fmt(r.get("value_error"), "err"),

@@ -12,7 +12,9 @@ Reverse (default, ``gradient="two-sided"``): the continuous adjoint
     lam(s) = exp((T - s) A^T) dL/du(T)
 
 with both sides approximated by Krylov (see DESIGN.md section 4): the forward
-side is recomputed from the checkpoint ``u_j`` of every step, the backward side is
+side of a step comes from its stored trajectory basis (``checkpoint="trajectory"``,
+a few vectors spanning ``u(s)`` on the step, used where an a posteriori check
+allows) or is recomputed from the checkpoint ``u_j``, the backward side is
 a Krylov decomposition of ``A^T`` from ``lam`` with its own error control and
 sub-steps, and each sub-step's integral is a small block exponential.  The
 parameter gradient of a step is one batched VJP of ``matvec``.
@@ -42,14 +44,14 @@ from ..krylov._common import (
     transpose_matvec,
 )
 from ..krylov._lanczos import lanczos_iteration, lanczos_until
-from ._small import KrylovPropagator, two_sided_block
+from ._small import KrylovPropagator, trajectory_basis, two_sided_block
 
 PyTree = Any
 
 _WHERE = "expm_multiply"
 METHODS = ("arnoldi", "lanczos")
 GRADIENTS = ("two-sided", "discrete")
-CHECKPOINTS = ("states", "bases")
+CHECKPOINTS = ("trajectory", "states", "bases")
 # Bounds of the step-size controller (factor per trial, factor to the next step).
 _SHRINK_MIN, _GROW_MAX, _SAFETY = 0.01, 5.0, 0.9
 _MAX_TRIALS = 60
@@ -58,6 +60,12 @@ DEFAULT_CHECKPOINTS = 32
 # Singular values of a backward sub-step's quadrature matrix below
 # ``tol * _RANK_TOL`` times the largest are dropped (see _low_rank_cotangent).
 _RANK_TOL = 1e-3
+# The "trajectory" policy keeps, for each of the first steps, an orthonormal
+# basis of ``_TRAJECTORY_RANK`` vectors spanning the step's trajectory u(s)
+# (plus its start state and small matrix), in at most ``_TRAJECTORY_BYTES``.
+_TRAJECTORY_RANK = 8
+_TRAJECTORY_BYTES = 8 * 2**20
+_TRAJECTORY_TOL = 1e-2
 
 
 class ExpmStats(NamedTuple):
@@ -92,6 +100,10 @@ class _Config:
     checkpoint: str = "states"
     # States kept for the gradient (see _thin); equal to max_steps: never thinned.
     checkpoints: int = 0
+    # "trajectory" policy: steps with a stored trajectory basis (the first ones)
+    # and the basis size; 0 when the policy is off or no slot fits the budget.
+    trajectory_slots: int = 0
+    trajectory_rank: int = 0
 
     @property
     def segment(self) -> int:
@@ -267,6 +279,17 @@ def _forward(cfg: _Config, matvec, v, params, ts, tol, record: bool):
                 jnp.zeros((cfg.max_steps,), dtype),
                 jnp.zeros((cfg.max_steps,), jnp.int32),
             )
+        if cfg.trajectory_slots:
+            slots, rank = cfg.trajectory_slots, cfg.trajectory_rank
+            carry["trajectory"] = (
+                jnp.zeros((slots, rank, n), dtype),
+                jnp.zeros((slots, k, rank), dtype),
+                jnp.zeros((slots, n), dtype),
+                jnp.zeros((slots, k, k), dtype),
+                jnp.zeros((slots,), dtype),
+                jnp.zeros((slots,), dtype),
+                jnp.zeros((slots,), jnp.int32),
+            )
 
     def advance_to(carry, t_target):
         def cond(c):
@@ -305,6 +328,10 @@ def _forward(cfg: _Config, matvec, v, params, ts, tol, record: bool):
                     new["pieces"] = tuple(
                         buf.at[c["j"]].set(x) for buf, x in zip(c["pieces"], pieces, strict=True)
                     )
+                if cfg.trajectory_slots:
+                    new["trajectory"] = _keep_trajectory(
+                        cfg, c["trajectory"], c["j"], c["u"], basis, pieces, prop, tau.astype(dtype)
+                    )
             return new
 
         carry = lax.while_loop(cond, body, carry)
@@ -333,7 +360,10 @@ def _forward(cfg: _Config, matvec, v, params, ts, tol, record: bool):
     )
     saved = None
     if record:
-        stored = (carry["bases"], carry["pieces"]) if cfg.checkpoint == "bases" else None
+        if cfg.checkpoint == "bases":
+            stored = (carry["bases"], carry["pieces"])
+        else:
+            stored = carry.get("trajectory")
         saved = (
             carry["us"],
             (carry["taus"], carry["sizes"]),
@@ -370,6 +400,28 @@ def _keep_state(cfg: _Config, us, stride, j, u):
     slot = jnp.minimum(j // stride, cfg.checkpoints - 1)
     keep = j % stride == 0
     return us.at[slot].set(jnp.where(keep, u, us[slot])), stride
+
+
+def _keep_trajectory(cfg: _Config, buffers, j, u, basis, pieces, prop, tau):
+    """Store step ``j``'s trajectory basis, start state and small matrix (if ``j`` has a slot).
+
+    The basis is ``Q^T V`` with ``Q`` the leading coefficients of
+    :func:`~._small.trajectory_basis`: ``trajectory_rank`` vectors of length
+    ``n`` in place of the ``krylov_dim`` of ``V``, enough for the backward
+    sweep whenever its quadrature matrices lie in their span (checked there).
+    """
+    rank, n = cfg.trajectory_rank, u.shape[0]
+
+    def capture(_):
+        q = trajectory_basis(prop, tau, rank)
+        return q.T @ basis, q
+
+    def skip(_):
+        return jnp.zeros((rank, n), u.dtype), jnp.zeros((cfg.krylov_dim, rank), u.dtype)
+
+    rows, q = lax.cond(j < cfg.trajectory_slots, capture, skip, None)
+    values = (rows, q, u, *pieces)
+    return tuple(buf.at[j].set(x, mode="drop") for buf, x in zip(buffers, values, strict=True))
 
 
 def _advance(cfg: _Config, apply, u, tau, size):
@@ -436,54 +488,109 @@ def _backward_two_sided(cfg: _Config, matvec, params, saved, g, tol):
     t_final = jnp.sum(taus)
     tol_rate = (tol / jnp.where(t_final > 0, t_final, 1.0)).astype(dtype)
     rank_tol = (tol * _RANK_TOL).astype(dtype)
+    fit_tol = (tol * _TRAJECTORY_TOL).astype(dtype)
 
-    def step(carry):
-        j, lam, grad, sigma_suggest, failed, replay = carry
-        j = j - 1
-        tau = taus[j].astype(dtype)
-        if stored is None:
-            u_j, replay = state_at(j, replay)
-            basis_f, pieces_f = _decompose(cfg, apply, u_j, _stop_at_size(sizes[j]))
-        else:
+    def rebuilt(j, u_j):
+        """Forward basis of step ``j`` recomputed from its start state."""
+        return _decompose(cfg, apply, u_j, _stop_at_size(sizes[j]))
+
+    def from_states(j, replay):
+        """Forward side of step ``j`` from the state checkpoints (rebuild its basis)."""
+        if cfg.checkpoint == "bases":
             basis_f = stored[0][j]
             pieces_f = tuple(buf[j] for buf in stored[1])
-        prop_f = _propagator(cfg, pieces_f)
+        else:
+            u_j, replay = state_at(j, replay)
+            basis_f, pieces_f = rebuilt(j, u_j)
 
-        def sub_cond(c):
-            s_end, *_, bad = c
-            return (s_end > 0) & ~bad
+        def cotangent(m, basis_b):
+            return _low_rank_cotangent(matvec, params, m, basis_f, basis_b, rank_tol)
 
-        def sub_body(c):
-            s_end, lam, grad, sigma_suggest, bad = c
-            sigma_try = jnp.minimum(s_end, sigma_suggest)
-            # Cut short by the forward step's start; not on the first sub-step,
-            # which has no step-size history (see _stop_at_step).
-            clipped = (s_end < sigma_suggest) & jnp.isfinite(sigma_suggest)
-            stop = _stop_at_step(cfg, sigma_try, tol_rate, clipped)
-            basis_b, pieces_b = _decompose(cfg, apply_t, lam, stop)
-            prop_b = _propagator(cfg, pieces_b)
-            sigma, _, _, sigma_next, trials, ok = _largest_step(cfg, prop_b, sigma_try, tol_rate)
-            reached = sigma >= s_end
-            s_start = jnp.where(reached, 0.0, s_end - sigma)
-            sigma = s_end - s_start
-            c_start = prop_f.beta * prop_f.exp_times(s_start)
-            m, lam_coef = two_sided_block(prop_f, prop_b, c_start, sigma)
-            grad = _add(grad, _low_rank_cotangent(matvec, params, m, basis_f, basis_b, rank_tol))
-            lam = prop_b.beta * (lam_coef @ basis_b)
-            clipped = reached & (trials == 0)
-            sigma_suggest = jnp.where(clipped, jnp.maximum(sigma_suggest, sigma_next), sigma_next)
-            return s_start, lam, grad, sigma_suggest, bad | ~ok
+        return _propagator(cfg, pieces_f), cotangent, replay
 
-        _, lam, grad, sigma_suggest, bad = lax.while_loop(
-            sub_cond, sub_body, (tau, lam, grad, sigma_suggest, failed)
-        )
-        lam = lam + _output_cotangent(out_step, g, j)
-        return j, lam, grad, sigma_suggest, bad, replay
+    def from_trajectory(j, replay):
+        """Forward side of step ``j`` from its stored trajectory basis ``U = Q^T V``.
+
+        A sub-step's quadrature matrix ``M`` (over ``V``) is used as ``Q (Q^T M)``
+        over ``U`` when that drops less than ``rank_tol`` of it (Frobenius norm,
+        the same relative level as the singular values dropped by
+        :func:`_low_rank_cotangent`); otherwise the basis is rebuilt.
+        """
+        rows, q, u_j, *pieces_f = (buf[j] for buf in stored)
+        floor = 10 * jnp.finfo(dtype).eps * np.sqrt(cfg.krylov_dim)
+
+        def cotangent(m, basis_b):
+            mq = q.T @ m
+            dropped = jnp.linalg.norm(m - q @ mq)
+            fits = dropped <= jnp.maximum(fit_tol, floor) * jnp.linalg.norm(m)
+
+            def reduced(_):
+                return _low_rank_cotangent(matvec, params, mq, rows, basis_b, rank_tol)
+
+            def full(_):
+                basis_f, _ = rebuilt(j, u_j)
+                return _low_rank_cotangent(matvec, params, m, basis_f, basis_b, rank_tol)
+
+            return lax.cond(fits, reduced, full, None)
+
+        return _propagator(cfg, tuple(pieces_f)), cotangent, replay
+
+    def sweep(carry, lower, forward_side):
+        """Steps ``carry[0] - 1`` down to ``lower``, their forward sides from ``forward_side``."""
+
+        def step(carry):
+            j, lam, grad, sigma_suggest, failed, replay = carry
+            j = j - 1
+            tau = taus[j].astype(dtype)
+            prop_f, cotangent, replay = forward_side(j, replay)
+
+            def sub_cond(c):
+                s_end, *_, bad = c
+                return (s_end > 0) & ~bad
+
+            def sub_body(c):
+                s_end, lam, grad, sigma_suggest, bad = c
+                sigma_try = jnp.minimum(s_end, sigma_suggest)
+                # Cut short by the forward step's start; not on the first sub-step,
+                # which has no step-size history (see _stop_at_step).
+                clipped = (s_end < sigma_suggest) & jnp.isfinite(sigma_suggest)
+                stop = _stop_at_step(cfg, sigma_try, tol_rate, clipped)
+                basis_b, pieces_b = _decompose(cfg, apply_t, lam, stop)
+                prop_b = _propagator(cfg, pieces_b)
+                sigma, _, _, sigma_next, trials, ok = _largest_step(
+                    cfg, prop_b, sigma_try, tol_rate
+                )
+                reached = sigma >= s_end
+                s_start = jnp.where(reached, 0.0, s_end - sigma)
+                sigma = s_end - s_start
+                c_start = prop_f.beta * prop_f.exp_times(s_start)
+                m, lam_coef = two_sided_block(prop_f, prop_b, c_start, sigma)
+                grad = _add(grad, cotangent(m, basis_b))
+                lam = prop_b.beta * (lam_coef @ basis_b)
+                clipped = reached & (trials == 0)
+                sigma_suggest = jnp.where(
+                    clipped, jnp.maximum(sigma_suggest, sigma_next), sigma_next
+                )
+                return s_start, lam, grad, sigma_suggest, bad | ~ok
+
+            _, lam, grad, sigma_suggest, bad = lax.while_loop(
+                sub_cond, sub_body, (tau, lam, grad, sigma_suggest, failed)
+            )
+            lam = lam + _output_cotangent(out_step, g, j)
+            return j, lam, grad, sigma_suggest, bad, replay
+
+        return lax.while_loop(lambda c: c[0] > lower, step, carry)
 
     lam0 = _output_cotangent(out_step, g, num_steps)
     grad0 = jax.tree_util.tree_map(jnp.zeros_like, params)
-    init = (num_steps, lam0, grad0, jnp.asarray(jnp.inf, dtype), jnp.zeros((), bool), replay0)
-    _, lam, grad, _, failed, _ = lax.while_loop(lambda c: c[0] > 0, step, init)
+    carry = (num_steps, lam0, grad0, jnp.asarray(jnp.inf, dtype), jnp.zeros((), bool), replay0)
+    if cfg.trajectory_slots:
+        # Steps past the stored trajectories first (descending), then those stored.
+        carry = sweep(carry, cfg.trajectory_slots, from_states)
+        carry = sweep(carry, 0, from_trajectory)
+    else:
+        carry = sweep(carry, 0, from_states)
+    _, lam, grad, _, failed, _ = carry
     lam = eqx.error_if(
         lam,
         failed,
@@ -508,7 +615,7 @@ def _low_rank_cotangent(matvec, params, m, basis_f, basis_b, rank_tol):
     ``k * rank_tol`` relative to the step's largest one (in the norms of the
     basis vectors and of ``dA``).
     """
-    u, svals, wt = jnp.linalg.svd(m)
+    u, svals, wt = jnp.linalg.svd(m, full_matrices=False)
     keep = jnp.sum(svals > rank_tol * svals[0])
     right = svals[:, None] * wt
     return params_cotangent_low_rank(matvec, params, u.T, basis_f, right, basis_b, keep)
@@ -648,14 +755,24 @@ def _prepare(
     v = check_finite(v, _WHERE)
     if reorthogonalize is None:
         reorthogonalize = method == "arnoldi"
+    k = int(min(krylov_dim, n))
+    slots = rank = 0
+    if checkpoint == "trajectory" and gradient == "two-sided":
+        rank = min(_TRAJECTORY_RANK, k)
+        if rank < k:  # else the rebuild-free "bases" layout in all but name
+            per_step = (rank + 1) * n + k * (k + rank + 3)
+            slots = min(int(max_steps), _TRAJECTORY_BYTES // (per_step * v.dtype.itemsize))
+        rank = rank if slots else 0
     cfg = _Config(
         method=method,
-        krylov_dim=int(min(krylov_dim, n)),
+        krylov_dim=k,
         max_steps=int(max_steps),
         gradient=gradient,
         reorthogonalize=bool(reorthogonalize),
         checkpoint=checkpoint,
         checkpoints=kept,
+        trajectory_slots=slots,
+        trajectory_rank=rank,
     )
     return cfg, v, ts, jnp.asarray(tol, v.dtype), scalar_t
 
@@ -699,7 +816,7 @@ def expm_multiply(
     krylov_dim: int = 30,
     gradient: str = "two-sided",
     max_steps: int = 500,
-    checkpoint: str = "states",
+    checkpoint: str = "trajectory",
     reorthogonalize: bool | None = None,
     checkpoints: int | None = None,
 ):
@@ -736,22 +853,29 @@ def expm_multiply(
         Static bound on the number of steps (shapes are static under ``jit``).
         Running out raises.  It costs no memory beyond ``max_steps`` scalars.
     checkpoint
-        What the forward sweep keeps for the gradient: ``"states"`` (default; step
-        start states, the backward sweep rebuilds each forward Krylov basis) or
-        ``"bases"`` (every state and every forward basis: no rebuild, about a
-        quarter less gradient work, but ``max_steps * n * krylov_dim`` memory;
-        for small problems).
+        What the forward sweep keeps for the gradient.  ``"trajectory"``
+        (default): the step-start states and, for the first steps (as many as
+        fit in 8 MiB: none for ``n`` above about ``10^5`` in float64), an
+        orthonormal basis of 8 vectors spanning the step's
+        trajectory ``u(s)``; the backward sweep uses it wherever a sub-step's
+        quadrature matrix lies in its span to ``tol / 100`` (checked a
+        posteriori) and rebuilds the step's Krylov basis from its state
+        otherwise.  ``"states"``: step-start states only, every forward basis
+        is rebuilt (about 40 % more gradient matvecs at ``krylov_dim=30``).
+        ``"bases"``: every state and every forward basis, ``max_steps * n *
+        krylov_dim`` memory (for small problems).
     reorthogonalize
         Full reorthogonalisation of the Krylov basis.  Default: on for Arnoldi,
         off for Lanczos (three-term recurrence).
     checkpoints
-        Number of step-start states the ``"states"`` policy keeps (default 32,
-        at most ``max_steps``; rounded up to even).  While a solve takes no more
-        steps, every state is kept.  Beyond that every second kept state is
-        dropped whenever the buffer fills (the stride between kept states
-        doubles), and the backward sweep recomputes the dropped ones from the
-        kept state before them: at most one extra forward step per step.  The
-        gradient's memory is ``(checkpoints + s) * n`` plus ``O(n * krylov_dim)``,
+        Number of step-start states the ``"trajectory"`` and ``"states"``
+        policies keep (default 32, at most ``max_steps``; rounded up to even).
+        While a solve takes no more steps, every state is kept.  Beyond that
+        every second kept state is dropped whenever the buffer fills (the
+        stride between kept states doubles), and the backward sweep recomputes
+        the dropped ones from the kept state before them: at most one extra
+        forward step per step.  The gradient's memory is ``(checkpoints + s) *
+        n`` plus ``O(n * krylov_dim)`` (plus at most 8 MiB of trajectory bases),
         with ``s`` the largest stride (the smallest power of two with
         ``checkpoints * s >= max_steps``), independent of the steps taken.
 
@@ -800,7 +924,7 @@ def expm_multiply_info(
     krylov_dim: int = 30,
     gradient: str = "two-sided",
     max_steps: int = 500,
-    checkpoint: str = "states",
+    checkpoint: str = "trajectory",
     reorthogonalize: bool | None = None,
     checkpoints: int | None = None,
 ):

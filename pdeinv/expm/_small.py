@@ -118,3 +118,66 @@ def two_sided_block(forward: KrylovPropagator, backward: KrylovPropagator, c_sta
     block = block.at[kf:, kf:].set(sigma * backward.hessenberg.T)
     e = expm_small(block)
     return backward.beta * e[:kf, kf:], e[kf, kf:]
+
+
+# Sample times of a step's trajectory, as fractions of the step: geometric
+# towards 0 (where the stiff components decay, 2^-12 .. 2^-1) and uniform.
+_GEOMETRIC_LEVELS = 12
+_UNIFORM_LEVEL = 3  # uniform spacing 2^-3
+
+
+def trajectory_samples(prop: KrylovPropagator, tau):
+    """Samples of a step's trajectory and of its integral, as columns of a ``(k, m)`` matrix.
+
+    For ``s`` at sample times in ``[0, tau]``, the columns are ``exp(s H) e1``
+    and ``int_0^s exp(r H) e1 dr = s phi_1(s H) e1``, each scaled to unit norm.
+    The times are ``tau 2^-l`` for ``l = 12 .. 0`` and ``tau i / 8``: dense near
+    ``s = 0``, where the components of a stiff operator decay, and uniform over
+    the step.  Symmetric decompositions evaluate them in the eigenbasis; general
+    ones by repeated squaring of one bordered exponential (the bordered matrix
+    at ``2 s`` is twice that at ``s``) and by powers of the one at ``tau / 8``.
+    """
+    k = prop.k
+    dtype = prop.hessenberg.dtype
+    levels = _GEOMETRIC_LEVELS
+    if prop.symmetric:
+        geometric = 2.0 ** -jnp.arange(levels, -1, -1, dtype=dtype)
+        uniform = jnp.arange(3, 2**_UNIFORM_LEVEL, 2, dtype=dtype) / 2**_UNIFORM_LEVEL
+        s = tau * jnp.concatenate([geometric, uniform])
+        x = s[None, :] * prop.evals[:, None]
+        q1 = prop.evecs[0, :, None]
+        states = prop.evecs @ (jnp.exp(x) * q1)
+        integrals = prop.evecs @ (s[None, :] * phi1(x) * q1)
+    else:
+        bordered = jnp.zeros((k + 1, k + 1), dtype)
+        bordered = bordered.at[:k, :k].set(prop.hessenberg)
+        bordered = bordered.at[0, k].set(1.0)
+        power = expm_small((tau * 2.0**-levels) * bordered)
+        exps = []
+        for level in range(levels, -1, -1):
+            exps.append(power)
+            if level:
+                power = power @ power
+        eighth = exps[levels - _UNIFORM_LEVEL]
+        quarter = exps[levels - _UNIFORM_LEVEL + 1]
+        x = quarter
+        for _ in range(3, 2**_UNIFORM_LEVEL, 2):
+            x = eighth @ x
+            exps.append(x)
+            x = eighth @ x
+        states = jnp.stack([e[:k, 0] for e in exps], axis=1)
+        integrals = jnp.stack([e[:k, k] for e in exps], axis=1)
+    samples = jnp.concatenate([states, integrals], axis=1)
+    norms = jnp.linalg.norm(samples, axis=0)
+    return samples / jnp.where(norms > 0, norms, 1.0)
+
+
+def trajectory_basis(prop: KrylovPropagator, tau, rank: int):
+    """Orthonormal ``(k, rank)`` coefficients spanning a step's trajectory.
+
+    The leading left singular vectors of :func:`trajectory_samples`.  Whether
+    they are enough for a backward sub-step is checked there (the quadrature
+    matrix must lie in their span), so this choice needs no tolerance.
+    """
+    left, _, _ = jnp.linalg.svd(trajectory_samples(prop, tau), full_matrices=False)
+    return left[:, :rank]

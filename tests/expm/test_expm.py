@@ -526,7 +526,6 @@ def test_trajectory_samples_match_dense_exponentials():
     off = 0.5 * np.sqrt(np.abs(diag[1:] * diag[:-1]))
     h = np.diag(diag) + np.diag(off, 1) + np.diag(off, -1)
     fractions = np.concatenate([2.0 ** -np.arange(12, -1, -1), [3 / 8, 5 / 8, 7 / 8]])
-    e1 = np.eye(k)[:, 0]
     states, integrals = [], []
     for s in tau * fractions:
         bordered = np.zeros((k + 1, k + 1))

@@ -512,9 +512,11 @@ def _backward_two_sided(cfg: _Config, matvec, params, saved, g, tol):
         """Forward side of step ``j`` from its stored trajectory basis ``U = Q^T V``.
 
         A sub-step's quadrature matrix ``M`` (over ``V``) is used as ``Q (Q^T M)``
-        over ``U`` when that drops less than ``rank_tol`` of it (Frobenius norm,
-        the same relative level as the singular values dropped by
-        :func:`_low_rank_cotangent`); otherwise the basis is rebuilt.
+        over ``U`` when that drops at most ``tol * _TRAJECTORY_TOL`` of it
+        (Frobenius norms, relative); otherwise the step's basis ``V`` is rebuilt
+        from its state for that sub-step.  Measured on stiff heat (64^2, 128^2,
+        tol 1e-4 .. 1e-10): 4 to 8 vectors suffice except on the first step
+        from a rough start vector.
         """
         rows, q, u_j, *pieces_f = (buf[j] for buf in stored)
         floor = 10 * jnp.finfo(dtype).eps * np.sqrt(cfg.krylov_dim)
@@ -523,15 +525,22 @@ def _backward_two_sided(cfg: _Config, matvec, params, saved, g, tol):
             mq = q.T @ m
             dropped = jnp.linalg.norm(m - q @ mq)
             fits = dropped <= jnp.maximum(fit_tol, floor) * jnp.linalg.norm(m)
+            # Zero when it does not fit: no pairs, no VJP.
+            grad = _low_rank_cotangent(
+                matvec, params, jnp.where(fits, mq, 0), rows, basis_b, rank_tol
+            )
 
-            def reduced(_):
-                return _low_rank_cotangent(matvec, params, mq, rows, basis_b, rank_tol)
-
-            def full(_):
+            # The fallback is a loop of at most one pass rather than a cond: under
+            # vmap a cond with a batched predicate runs both branches for every
+            # element, the loop only when some element needs it.
+            def rebuild(state):
+                _, grad = state
                 basis_f, _ = rebuilt(j, u_j)
-                return _low_rank_cotangent(matvec, params, m, basis_f, basis_b, rank_tol)
+                full = _low_rank_cotangent(matvec, params, m, basis_f, basis_b, rank_tol)
+                return jnp.zeros((), bool), _add(grad, full)
 
-            return lax.cond(fits, reduced, full, None)
+            _, grad = lax.while_loop(lambda state: state[0], rebuild, (~fits, grad))
+            return grad
 
         return _propagator(cfg, tuple(pieces_f)), cotangent, replay
 

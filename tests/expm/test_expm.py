@@ -454,6 +454,17 @@ def test_trajectory_check_falls_back_to_the_rebuilt_basis(monkeypatch):
         assert rel(g, grad_ref["log_kappa"]) < 100 * tol
     assert rel(narrow, full) < tol and rel(mixed, full) < tol
     assert narrow_count > full_count and mixed_count > full_count
+    # Under vmap the fallback (a loop of at most one pass) runs per element.
+    monkeypatch.setattr(core, "_TRAJECTORY_RANK", 2)
+    vs = jnp.stack([v, -0.5 * jnp.roll(v, 7)])
+
+    def loss(v, p):
+        return jnp.dot(w, expm_multiply(diffusion_matvec, v, p, 1.0, tol=tol, method="lanczos"))
+
+    batched = jax.vmap(jax.grad(loss, argnums=1), in_axes=(0, None))(vs, params)
+    for i in range(2):
+        single = jax.grad(loss, argnums=1)(vs[i], params)
+        assert rel(batched["log_kappa"][i], single["log_kappa"]) < 1e-10
 
 
 def test_vmap_of_grad_over_start_vectors():

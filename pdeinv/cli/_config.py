@@ -295,6 +295,14 @@ SCHEMA: dict[str, Any] = {
             "Krylov method; auto = Lanczos for symmetric models, else Arnoldi.",
             choices=("auto", "arnoldi", "lanczos"),
         ),
+        "checkpoint": Option(
+            "trajectory",
+            "str",
+            "What the forward solve keeps for the gradient (expm_multiply's checkpoint): "
+            "trajectory = states plus small trajectory bases (least work), states = "
+            "states only (least memory), bases = every Krylov basis (small problems).",
+            choices=("trajectory", "states", "bases"),
+        ),
     },
     "check": {
         "enabled": Option(

@@ -58,6 +58,7 @@ def solver_options(config: dict) -> dict:
         "tol": config["solver"]["tol"],
         "krylov_dim": config["solver"]["krylov_dim"],
         "max_steps": config["solver"]["max_steps"],
+        "checkpoint": config["solver"]["checkpoint"],
     }
     if config["solver"]["method"] != "auto":
         options["method"] = config["solver"]["method"]

@@ -284,6 +284,7 @@ def _forward(cfg: _Config, matvec, v, params, ts, tol, record: bool):
             carry["trajectory"] = (
                 jnp.zeros((slots, rank, n), dtype),
                 jnp.zeros((slots, k, rank), dtype),
+                jnp.zeros((slots,), bool),
                 jnp.zeros((slots, n), dtype),
                 jnp.zeros((slots, k, k), dtype),
                 jnp.zeros((slots,), dtype),
@@ -330,7 +331,13 @@ def _forward(cfg: _Config, matvec, v, params, ts, tol, record: bool):
                     )
                 if cfg.trajectory_slots:
                     new["trajectory"] = _keep_trajectory(
-                        cfg, c["trajectory"], c["j"], c["u"], basis, pieces, prop, tau.astype(dtype)
+                        cfg,
+                        c["trajectory"],
+                        c["j"],
+                        c["u"],
+                        (basis, pieces, prop),
+                        tau.astype(dtype),
+                        tol * _TRAJECTORY_TOL,
                     )
             return new
 
@@ -402,25 +409,32 @@ def _keep_state(cfg: _Config, us, stride, j, u):
     return us.at[slot].set(jnp.where(keep, u, us[slot])), stride
 
 
-def _keep_trajectory(cfg: _Config, buffers, j, u, basis, pieces, prop, tau):
+def _keep_trajectory(cfg: _Config, buffers, j, u, decomposition, tau, fit_tol):
     """Store step ``j``'s trajectory basis, start state and small matrix (if ``j`` has a slot).
 
     The basis is ``Q^T V`` with ``Q`` the leading coefficients of
     :func:`~._small.trajectory_basis`: ``trajectory_rank`` vectors of length
     ``n`` in place of the ``krylov_dim`` of ``V``, enough for the backward
     sweep whenever its quadrature matrices lie in their span (checked there).
+    A step whose trajectory samples are visibly not of that rank (first
+    dropped singular value above ``10 fit_tol``: oscillatory or rough states)
+    is marked invalid and not projected; the backward sweep rebuilds its basis.
     """
-    rank, n = cfg.trajectory_rank, u.shape[0]
+    basis, pieces, prop = decomposition
+    rank, n, k = cfg.trajectory_rank, u.shape[0], cfg.krylov_dim
+    dtype = u.dtype
 
     def capture(_):
-        q = trajectory_basis(prop, tau, rank)
-        return q.T @ basis, q
+        q, miss = trajectory_basis(prop, tau, rank)
+        valid = miss <= 10 * fit_tol
+        rows = lax.cond(valid, lambda: q.T @ basis, lambda: jnp.zeros((rank, n), dtype))
+        return rows, q, valid
 
     def skip(_):
-        return jnp.zeros((rank, n), u.dtype), jnp.zeros((cfg.krylov_dim, rank), u.dtype)
+        return jnp.zeros((rank, n), dtype), jnp.zeros((k, rank), dtype), jnp.zeros((), bool)
 
-    rows, q = lax.cond(j < cfg.trajectory_slots, capture, skip, None)
-    values = (rows, q, u, *pieces)
+    rows, q, valid = lax.cond(j < cfg.trajectory_slots, capture, skip, None)
+    values = (rows, q, valid, u, *pieces)
     return tuple(buf.at[j].set(x, mode="drop") for buf, x in zip(buffers, values, strict=True))
 
 
@@ -494,7 +508,7 @@ def _backward_two_sided(cfg: _Config, matvec, params, saved, g, tol):
         """Forward basis of step ``j`` recomputed from its start state."""
         return _decompose(cfg, apply, u_j, _stop_at_size(sizes[j]))
 
-    def from_states(j, replay):
+    def from_states(j, replay, aux):
         """Forward side of step ``j`` from the state checkpoints (rebuild its basis)."""
         if cfg.checkpoint == "bases":
             basis_f = stored[0][j]
@@ -503,62 +517,77 @@ def _backward_two_sided(cfg: _Config, matvec, params, saved, g, tol):
             u_j, replay = state_at(j, replay)
             basis_f, pieces_f = rebuilt(j, u_j)
 
-        def cotangent(m, basis_b):
-            return _low_rank_cotangent(matvec, params, m, basis_f, basis_b, rank_tol)
+        def cotangent(m, basis_b, aux):
+            return _low_rank_cotangent(matvec, params, m, basis_f, basis_b, rank_tol), aux
 
-        return _propagator(cfg, pieces_f), cotangent, replay
+        return _propagator(cfg, pieces_f), cotangent, replay, aux
 
-    def from_trajectory(j, replay):
+    def from_trajectory(j, replay, aux):
         """Forward side of step ``j`` from its stored trajectory basis ``U = Q^T V``.
 
         A sub-step's quadrature matrix ``M`` (over ``V``) is used as ``Q (Q^T M)``
         over ``U`` when that drops at most ``tol * _TRAJECTORY_TOL`` of it
-        (Frobenius norms, relative); otherwise the step's basis ``V`` is rebuilt
-        from its state for that sub-step.  Measured on stiff heat (64^2, 128^2,
-        tol 1e-4 .. 1e-10): 4 to 8 vectors suffice except on the first step
-        from a rough start vector.
+        (Frobenius norms, relative); otherwise with the step's basis ``V``,
+        rebuilt from its state at most once per step (at the start for a step
+        the forward sweep marked invalid).  Measured on stiff heat (64^2, 128^2,
+        tol 1e-4 .. 1e-10): 4 to 8 vectors suffice except on the first step from
+        a rough start vector; on the 32^2 wave example (oscillatory) never.
+
+        ``aux = (basis, rebuilt)`` carries the rebuilt basis across sub-steps.
+        The rebuild is a loop of at most one pass rather than a cond: under vmap
+        a cond with a batched predicate runs both branches for every element,
+        the loop only while some element needs it.
         """
-        rows, q, u_j, *pieces_f = (buf[j] for buf in stored)
+        rows, q, valid, u_j, *pieces_f = (buf[j] for buf in stored)
         floor = 10 * jnp.finfo(dtype).eps * np.sqrt(cfg.krylov_dim)
 
-        def cotangent(m, basis_b):
+        def ensure_basis(aux, need):
+            def rebuild(state):
+                _, _, _ = state
+                return jnp.zeros((), bool), rebuilt(j, u_j)[0], jnp.ones((), bool)
+
+            basis, have = aux
+            _, basis, have = lax.while_loop(
+                lambda state: state[0], rebuild, (need & ~have, basis, have)
+            )
+            return basis, have
+
+        aux = ensure_basis((aux[0], jnp.zeros((), bool)), ~valid)
+
+        def cotangent(m, basis_b, aux):
             mq = q.T @ m
             dropped = jnp.linalg.norm(m - q @ mq)
-            fits = dropped <= jnp.maximum(fit_tol, floor) * jnp.linalg.norm(m)
-            # Zero when it does not fit: no pairs, no VJP.
-            grad = _low_rank_cotangent(
-                matvec, params, jnp.where(fits, mq, 0), rows, basis_b, rank_tol
+            fits = valid & (dropped <= jnp.maximum(fit_tol, floor) * jnp.linalg.norm(m))
+            # One SVD; its left vectors lie in span(Q) when it fits (coefficients
+            # Q^T u over U), else over the rebuilt V.  The part that does not
+            # apply has no pairs (no VJP).
+            left, right, keep = _singular_pairs(jnp.where(fits, q @ mq, m), rank_tol)
+            grad = params_cotangent_low_rank(
+                matvec, params, left @ q, rows, right, basis_b, jnp.where(fits, keep, 0)
             )
+            aux = ensure_basis(aux, ~fits)
+            full = params_cotangent_low_rank(
+                matvec, params, left, aux[0], right, basis_b, jnp.where(fits, 0, keep)
+            )
+            return _add(grad, full), aux
 
-            # The fallback is a loop of at most one pass rather than a cond: under
-            # vmap a cond with a batched predicate runs both branches for every
-            # element, the loop only when some element needs it.
-            def rebuild(state):
-                _, grad = state
-                basis_f, _ = rebuilt(j, u_j)
-                full = _low_rank_cotangent(matvec, params, m, basis_f, basis_b, rank_tol)
-                return jnp.zeros((), bool), _add(grad, full)
+        return _propagator(cfg, tuple(pieces_f)), cotangent, replay, aux
 
-            _, grad = lax.while_loop(lambda state: state[0], rebuild, (~fits, grad))
-            return grad
-
-        return _propagator(cfg, tuple(pieces_f)), cotangent, replay
-
-    def sweep(carry, lower, forward_side):
+    def sweep(carry, lower, forward_side, aux):
         """Steps ``carry[0] - 1`` down to ``lower``, their forward sides from ``forward_side``."""
 
-        def step(carry):
+        def step(state):
+            carry, aux = state
             j, lam, grad, sigma_suggest, failed, replay = carry
             j = j - 1
             tau = taus[j].astype(dtype)
-            prop_f, cotangent, replay = forward_side(j, replay)
+            prop_f, cotangent, replay, aux = forward_side(j, replay, aux)
 
             def sub_cond(c):
-                s_end, *_, bad = c
-                return (s_end > 0) & ~bad
+                return (c[0] > 0) & ~c[4]
 
             def sub_body(c):
-                s_end, lam, grad, sigma_suggest, bad = c
+                s_end, lam, grad, sigma_suggest, bad, aux = c
                 sigma_try = jnp.minimum(s_end, sigma_suggest)
                 # Cut short by the forward step's start; not on the first sub-step,
                 # which has no step-size history (see _stop_at_step).
@@ -574,31 +603,34 @@ def _backward_two_sided(cfg: _Config, matvec, params, saved, g, tol):
                 sigma = s_end - s_start
                 c_start = prop_f.beta * prop_f.exp_times(s_start)
                 m, lam_coef = two_sided_block(prop_f, prop_b, c_start, sigma)
-                grad = _add(grad, cotangent(m, basis_b))
+                delta, aux = cotangent(m, basis_b, aux)
+                grad = _add(grad, delta)
                 lam = prop_b.beta * (lam_coef @ basis_b)
                 clipped = reached & (trials == 0)
                 sigma_suggest = jnp.where(
                     clipped, jnp.maximum(sigma_suggest, sigma_next), sigma_next
                 )
-                return s_start, lam, grad, sigma_suggest, bad | ~ok
+                return s_start, lam, grad, sigma_suggest, bad | ~ok, aux
 
-            _, lam, grad, sigma_suggest, bad = lax.while_loop(
-                sub_cond, sub_body, (tau, lam, grad, sigma_suggest, failed)
+            _, lam, grad, sigma_suggest, bad, aux = lax.while_loop(
+                sub_cond, sub_body, (tau, lam, grad, sigma_suggest, failed, aux)
             )
             lam = lam + _output_cotangent(out_step, g, j)
-            return j, lam, grad, sigma_suggest, bad, replay
+            return (j, lam, grad, sigma_suggest, bad, replay), aux
 
-        return lax.while_loop(lambda c: c[0] > lower, step, carry)
+        carry, _ = lax.while_loop(lambda state: state[0][0] > lower, step, (carry, aux))
+        return carry
 
     lam0 = _output_cotangent(out_step, g, num_steps)
     grad0 = jax.tree_util.tree_map(jnp.zeros_like, params)
     carry = (num_steps, lam0, grad0, jnp.asarray(jnp.inf, dtype), jnp.zeros((), bool), replay0)
     if cfg.trajectory_slots:
         # Steps past the stored trajectories first (descending), then those stored.
-        carry = sweep(carry, cfg.trajectory_slots, from_states)
-        carry = sweep(carry, 0, from_trajectory)
+        carry = sweep(carry, cfg.trajectory_slots, from_states, ())
+        basis = jnp.zeros((cfg.krylov_dim, g.shape[-1]), dtype)
+        carry = sweep(carry, 0, from_trajectory, (basis, jnp.zeros((), bool)))
     else:
-        carry = sweep(carry, 0, from_states)
+        carry = sweep(carry, 0, from_states, ())
     _, lam, grad, _, failed, _ = carry
     lam = eqx.error_if(
         lam,
@@ -624,10 +656,15 @@ def _low_rank_cotangent(matvec, params, m, basis_f, basis_b, rank_tol):
     ``k * rank_tol`` relative to the step's largest one (in the norms of the
     basis vectors and of ``dA``).
     """
+    left, right, keep = _singular_pairs(m, rank_tol)
+    return params_cotangent_low_rank(matvec, params, left, basis_f, right, basis_b, keep)
+
+
+def _singular_pairs(m, rank_tol):
+    """``(U^T, S W^T, count)`` of ``M = U S W^T``, ``count`` pairs above ``rank_tol * S_0``."""
     u, svals, wt = jnp.linalg.svd(m, full_matrices=False)
     keep = jnp.sum(svals > rank_tol * svals[0])
-    right = svals[:, None] * wt
-    return params_cotangent_low_rank(matvec, params, u.T, basis_f, right, basis_b, keep)
+    return u.T, svals[:, None] * wt, keep
 
 
 def _backward_discrete(cfg: _Config, matvec, params, saved, g):
@@ -770,7 +807,7 @@ def _prepare(
         rank = min(_TRAJECTORY_RANK, k)
         if rank < k:  # else the rebuild-free "bases" layout in all but name
             per_step = (rank + 1) * n + k * (k + rank + 3)
-            slots = min(int(max_steps), _TRAJECTORY_BYTES // (per_step * v.dtype.itemsize))
+            slots = min(kept, _TRAJECTORY_BYTES // (per_step * v.dtype.itemsize))
         rank = rank if slots else 0
     cfg = _Config(
         method=method,
@@ -863,8 +900,9 @@ def expm_multiply(
         Running out raises.  It costs no memory beyond ``max_steps`` scalars.
     checkpoint
         What the forward sweep keeps for the gradient.  ``"trajectory"``
-        (default): the step-start states and, for the first steps (as many as
-        fit in 8 MiB: none for ``n`` above about ``10^5`` in float64), an
+        (default): the step-start states and, for the first steps (at most
+        ``checkpoints`` and as many as fit in 8 MiB: none for ``n`` above about
+        ``10^5`` in float64), an
         orthonormal basis of 8 vectors spanning the step's
         trajectory ``u(s)``; the backward sweep uses it wherever a sub-step's
         quadrature matrix lies in its span to ``tol / 100`` (checked a

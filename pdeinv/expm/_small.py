@@ -173,11 +173,13 @@ def trajectory_samples(prop: KrylovPropagator, tau):
 
 
 def trajectory_basis(prop: KrylovPropagator, tau, rank: int):
-    """Orthonormal ``(k, rank)`` coefficients spanning a step's trajectory.
+    """Orthonormal ``(k, rank)`` coefficients spanning a step's trajectory, and their miss.
 
-    The leading left singular vectors of :func:`trajectory_samples`.  Whether
-    they are enough for a backward sub-step is checked there (the quadrature
-    matrix must lie in their span), so this choice needs no tolerance.
+    The leading left singular vectors of :func:`trajectory_samples`, and the
+    first dropped singular value relative to the largest (how far the samples
+    are from rank ``rank``).  Whether the vectors are enough for a backward
+    sub-step is checked there (the quadrature matrix must lie in their span);
+    the miss only predicts it.
     """
-    left, _, _ = jnp.linalg.svd(trajectory_samples(prop, tau), full_matrices=False)
-    return left[:, :rank]
+    left, svals, _ = jnp.linalg.svd(trajectory_samples(prop, tau), full_matrices=False)
+    return left[:, :rank], svals[rank] / svals[0]

@@ -543,7 +543,7 @@ def _backward_two_sided(cfg: _Config, matvec, params, saved, g, tol):
 
         def ensure_basis(aux, need):
             def rebuild(state):
-                _, _, _ = state
+                del state
                 return jnp.zeros((), bool), rebuilt(j, u_j)[0], jnp.ones((), bool)
 
             basis, have = aux
@@ -805,7 +805,7 @@ def _prepare(
     slots = rank = 0
     if checkpoint == "trajectory" and gradient == "two-sided":
         rank = min(_TRAJECTORY_RANK, k)
-        if rank < k:  # else the rebuild-free "bases" layout in all but name
+        if rank < k:  # else a projection would store as much as the basis itself
             per_step = (rank + 1) * n + k * (k + rank + 3)
             slots = min(kept, _TRAJECTORY_BYTES // (per_step * v.dtype.itemsize))
         rank = rank if slots else 0
@@ -901,16 +901,15 @@ def expm_multiply(
     checkpoint
         What the forward sweep keeps for the gradient.  ``"trajectory"``
         (default): the step-start states and, for the first steps (at most
-        ``checkpoints`` and as many as fit in 8 MiB: none for ``n`` above about
-        ``10^5`` in float64), an
-        orthonormal basis of 8 vectors spanning the step's
-        trajectory ``u(s)``; the backward sweep uses it wherever a sub-step's
-        quadrature matrix lies in its span to ``tol / 100`` (checked a
-        posteriori) and rebuilds the step's Krylov basis from its state
+        ``checkpoints``, and as many as fit in 8 MiB: none for ``n`` above
+        about ``10^5`` in float64), an orthonormal basis of 8 vectors spanning
+        the step's trajectory ``u(s)``.  The backward sweep uses it wherever a
+        sub-step's quadrature matrix lies in its span to ``tol / 100`` (checked
+        a posteriori) and rebuilds the step's Krylov basis from its state
         otherwise.  ``"states"``: step-start states only, every forward basis
-        is rebuilt (about 40 % more gradient matvecs at ``krylov_dim=30``).
-        ``"bases"``: every state and every forward basis, ``max_steps * n *
-        krylov_dim`` memory (for small problems).
+        is rebuilt (on 2-D heat about 40 % more matvecs per value and
+        gradient).  ``"bases"``: every state and every forward basis,
+        ``max_steps * n * krylov_dim`` memory (for small problems).
     reorthogonalize
         Full reorthogonalisation of the Krylov basis.  Default: on for Arnoldi,
         off for Lanczos (three-term recurrence).

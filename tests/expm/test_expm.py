@@ -555,3 +555,34 @@ def test_trajectory_samples_match_dense_exponentials():
         got = np.asarray(trajectory_samples(prop, tau))
         assert got.shape == expected.shape
         assert np.max(np.abs(got - expected)) < 1e-10, symmetric
+
+
+@pytest.mark.parametrize(
+    ("n", "dtype", "slots"),
+    [
+        (1000, jnp.float64, 32),
+        (60_000, jnp.float64, 1),
+        (60_000, jnp.float32, 3),
+        (200_000, jnp.float64, 0),
+    ],
+)
+def test_trajectory_buffers_stay_within_their_budget(n, dtype, slots):
+    # At most `checkpoints` steps and 8 MiB of trajectory bases; none when one
+    # step does not fit (the policy then works as "states").
+    import pdeinv.expm._expm as core
+
+    options = dict(
+        tol=1e-6,
+        method="lanczos",
+        krylov_dim=30,
+        gradient="two-sided",
+        max_steps=500,
+        reorthogonalize=None,
+        checkpoint="trajectory",
+        checkpoints=None,
+    )
+    v = jnp.ones(n, dtype)
+    cfg = core._prepare(lambda u, p: -u, v, {}, 1.0, **options)[0]
+    assert cfg.trajectory_slots == slots
+    per_step = (cfg.trajectory_rank + 1) * n + 30 * (30 + cfg.trajectory_rank + 3)
+    assert cfg.trajectory_slots * per_step * jnp.dtype(dtype).itemsize <= core._TRAJECTORY_BYTES

@@ -273,12 +273,7 @@ def _forward(cfg: _Config, matvec, v, params, ts, tol, record: bool):
         carry["sizes"] = jnp.zeros((cfg.max_steps,), jnp.int32)
         if cfg.checkpoint == "bases":
             carry["bases"] = jnp.zeros((cfg.max_steps, k, n), dtype)
-            carry["pieces"] = (
-                jnp.zeros((cfg.max_steps, k, k), dtype),
-                jnp.zeros((cfg.max_steps,), dtype),
-                jnp.zeros((cfg.max_steps,), dtype),
-                jnp.zeros((cfg.max_steps,), jnp.int32),
-            )
+            carry["pieces"] = _pieces_buffers(cfg.max_steps, k, dtype)
         if cfg.trajectory_slots:
             slots, rank = cfg.trajectory_slots, cfg.trajectory_rank
             carry["trajectory"] = (
@@ -286,10 +281,7 @@ def _forward(cfg: _Config, matvec, v, params, ts, tol, record: bool):
                 jnp.zeros((slots, k, rank), dtype),
                 jnp.zeros((slots,), bool),
                 jnp.zeros((slots, n), dtype),
-                jnp.zeros((slots, k, k), dtype),
-                jnp.zeros((slots,), dtype),
-                jnp.zeros((slots,), dtype),
-                jnp.zeros((slots,), jnp.int32),
+                *_pieces_buffers(slots, k, dtype),
             )
 
     def advance_to(carry, t_target):
@@ -380,6 +372,16 @@ def _forward(cfg: _Config, matvec, v, params, ts, tol, record: bool):
             carry["stride"],
         )
     return ys, stats, saved
+
+
+def _pieces_buffers(count, k, dtype):
+    """Zero buffers for ``count`` decompositions' pieces (see :func:`_decompose`)."""
+    return (
+        jnp.zeros((count, k, k), dtype),
+        jnp.zeros((count,), dtype),
+        jnp.zeros((count,), dtype),
+        jnp.zeros((count,), jnp.int32),
+    )
 
 
 def _apply(matvec, params, x):
@@ -555,13 +557,13 @@ def _backward_two_sided(cfg: _Config, matvec, params, saved, g, tol):
         aux = ensure_basis((aux[0], jnp.zeros((), bool)), ~valid)
 
         def cotangent(m, basis_b, aux):
-            mq = q.T @ m
-            dropped = jnp.linalg.norm(m - q @ mq)
+            projected = q @ (q.T @ m)
+            dropped = jnp.linalg.norm(m - projected)
             fits = valid & (dropped <= jnp.maximum(fit_tol, floor) * jnp.linalg.norm(m))
             # One SVD; its left vectors lie in span(Q) when it fits (coefficients
             # Q^T u over U), else over the rebuilt V.  The part that does not
             # apply has no pairs (no VJP).
-            left, right, keep = _singular_pairs(jnp.where(fits, q @ mq, m), rank_tol)
+            left, right, keep = _singular_pairs(jnp.where(fits, projected, m), rank_tol)
             grad = params_cotangent_low_rank(
                 matvec, params, left @ q, rows, right, basis_b, jnp.where(fits, keep, 0)
             )

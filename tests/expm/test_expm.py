@@ -425,8 +425,9 @@ def test_trajectory_policy_matches_rebuilt_bases_with_fewer_matvecs(method):
 
 
 def test_trajectory_check_falls_back_to_the_rebuilt_basis(monkeypatch):
-    # With 2-vector trajectory bases the span check fails on most sub-steps:
-    # those rebuild the forward basis, and the gradient is still accurate.
+    # With 2-vector trajectory bases most steps are marked invalid by the
+    # forward sweep or fail the span check: those rebuild the forward basis,
+    # and the gradient is still accurate.
     # With bases for only the first 2 steps, later steps take the states path.
     import pdeinv.expm._expm as core
 

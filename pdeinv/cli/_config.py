@@ -292,8 +292,9 @@ SCHEMA: dict[str, Any] = {
         "method": Option(
             "auto",
             "str",
-            "Krylov method; auto = Lanczos for symmetric models, else Arnoldi.",
-            choices=("auto", "arnoldi", "lanczos"),
+            "Krylov method; auto = the model's structure: skew Lanczos for the wave "
+            "(velocity-stress form), Lanczos for symmetric models, else Arnoldi.",
+            choices=("auto", "arnoldi", "lanczos", "skew-lanczos"),
         ),
         "checkpoint": Option(
             "trajectory",

@@ -395,30 +395,32 @@ def fit_experiment(experiment: Experiment, *, callback=None, on_weight=None) -> 
 
 def expm_statistics(model: Model, params, times, solver: dict) -> dict:
     """Steps, matvecs, ... and time of one forward solve (via expm_multiply_info)."""
-    from ..expm import augment_affine, expm_multiply_info
+    from ..models import simulate_info
 
     options = dict(solver)
-    v = model.u0
-    matvec = model.matvec
-    if model.source is not None:
-        # Same augmentation as pdeinv.models.simulate uses for affine systems.
-        matvec = augment_affine(model.matvec, model.source)
-        v = jnp.concatenate([v, jnp.ones((1,), v.dtype)])
-        options["method"] = "arnoldi"
-    else:
-        options.setdefault("method", "lanczos" if model.symmetric else "arnoldi")
     params = {k: jnp.asarray(p) for k, p in params.items()}
-    run = jax.jit(lambda p: expm_multiply_info(matvec, v, p, jnp.asarray(times), **options))
+    run = jax.jit(lambda p: simulate_info(model, p, jnp.asarray(times), **options))
     jax.block_until_ready(run(params))
     start = time.perf_counter()
     _, stats = jax.block_until_ready(run(params))
     elapsed = time.perf_counter() - start
     out = {name: np.asarray(value).item() for name, value in stats._asdict().items()}
     out["forward_time_s"] = elapsed
-    out["method"] = options["method"]
+    out["method"] = _method_used(model, options)
     out["krylov_dim"] = options["krylov_dim"]
     out["tol"] = options["tol"]
     return out
+
+
+def _method_used(model: Model, options: dict) -> str:
+    """The Krylov method :func:`pdeinv.models.simulate_info` picks for ``model``."""
+    if "method" in options:
+        return "arnoldi" if model.source is not None else options["method"]
+    if model.source is not None:
+        return "arnoldi"
+    if model.krylov_form is not None:
+        return model.krylov_form.method
+    return "lanczos" if model.symmetric else "arnoldi"
 
 
 def check_with_diffrax(experiment: Experiment, outcome: FitOutcome) -> tuple[float, float]:

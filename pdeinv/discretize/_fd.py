@@ -405,3 +405,76 @@ def reaction_matvec(space):
         return (_as_field(rate, shape, "rate") * u.reshape(shape)).reshape(-1)
 
     return jax.jit(matvec)
+
+
+# --------------------------------------------------------------------------------------
+# Face gradient G with G^T G = -div(kappa grad .)
+
+
+def face_gradient(space, bc="neumann", *, mean: str = "harmonic"):
+    """Weighted face differences ``G(kappa)`` with ``G^T G = -diffusion_matvec(., kappa)``.
+
+    One value per face that carries a flux: the ``n - 1`` interior faces of every
+    axis, each Dirichlet boundary face and the wrap-around face of a periodic axis
+    (Neumann faces carry none).  An interior face holds
+    ``sqrt(kappa_face) (u_right - u_left) / h``, a Dirichlet face
+    ``sqrt(kappa_edge / 2) (jump across the face) / h`` with the ghost rule of
+    :func:`diffusion_matvec`, so that ``G^T G`` is exactly the (negated,
+    homogeneous) diffusion operator with the same face means.  It is the square
+    root that puts the wave equation ``u_tt = div(kappa grad u)`` into the
+    skew-symmetric velocity-stress form ``(u, sigma)' = (-G^T sigma, G u)``.
+
+    Parameters
+    ----------
+    space
+        A :class:`~pdeinv.discretize.Grid`.
+    bc
+        Boundary conditions; must be homogeneous (data have no place in ``G``).
+    mean
+        Face mean of ``kappa``, as in :func:`diffusion_matvec`.
+
+    Returns
+    -------
+    gradient : callable
+        ``gradient(u, kappa) -> (num_faces,)``, linear in ``u``.
+    divergence : callable
+        ``divergence(f, kappa) -> (num_nodes,)``, the transpose ``G(kappa)^T f``.
+    num_faces : int
+        Length of the face vector.
+    """
+    g = as_grid(space)
+    bcs = boundary_conditions(g, bc)
+    _check_choice(mean, MEANS, "mean")
+    if not bcs.homogeneous:
+        raise ValueError("face_gradient: bc must be homogeneous (zero boundary data)")
+    shape = tuple(g.shape)
+
+    def gradient(u, kappa):
+        U = u.reshape(shape)
+        K = jnp.broadcast_to(_as_field(kappa, shape, "kappa"), shape).astype(U.dtype)
+        parts = []
+        for axis in range(g.dim):
+            n, h = shape[axis], g.spacing[axis]
+            pair = bcs.sides[axis]
+            k_faces = _face_mean(_slice(K, 0, n - 1, axis), _slice(K, 1, n, axis), mean)
+            faces = [jnp.sqrt(k_faces) * (_slice(U, 1, n, axis) - _slice(U, 0, n - 1, axis))]
+            jumps = _boundary_differences(U, axis, pair)
+            kappas = _boundary_kappa(K, axis, pair, mean)
+            if pair[0].kind == "periodic":
+                faces.append(jnp.sqrt(kappas[1]) * jumps[1])
+            else:
+                for i, (side, jump, k_edge) in enumerate(zip(pair, jumps, kappas, strict=True)):
+                    if side.kind == "dirichlet":
+                        face = jnp.sqrt(0.5 * k_edge) * jump
+                        faces.insert(0 if i == 0 else len(faces), face)
+            parts.append(jnp.concatenate(faces, axis=axis).reshape(-1) * (1.0 / h))
+        return jnp.concatenate(parts)
+
+    probe = jnp.zeros(g.num_nodes)
+    num_faces = int(jax.eval_shape(gradient, probe, 1.0).shape[0])
+
+    def divergence(f, kappa):
+        (out,) = jax.linear_transpose(lambda u: gradient(u, kappa), jnp.zeros_like(f, shape=(g.num_nodes,)))(f)
+        return out
+
+    return jax.jit(gradient), jax.jit(divergence), num_faces

@@ -35,21 +35,23 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ..krylov._arnoldi import arnoldi_iteration, arnoldi_until
+from ..krylov._arnoldi import ArnoldiDecomposition, arnoldi_iteration, arnoldi_until
 from ..krylov._common import (
     check_finite,
     check_matvec,
     check_vector,
+    params_cotangent,
     params_cotangent_low_rank,
     transpose_matvec,
 )
 from ..krylov._lanczos import lanczos_iteration, lanczos_until
+from ..krylov._skew import skew_lanczos_iteration, skew_lanczos_until, skewness_tolerance
 from ._small import KrylovPropagator, trajectory_basis, two_sided_block
 
 PyTree = Any
 
 _WHERE = "expm_multiply"
-METHODS = ("arnoldi", "lanczos")
+METHODS = ("arnoldi", "lanczos", "skew-lanczos")
 GRADIENTS = ("two-sided", "discrete")
 CHECKPOINTS = ("trajectory", "states", "bases")
 # Bounds of the step-size controller (factor per trial, factor to the next step).
@@ -118,6 +120,10 @@ class _Config:
         return self.method == "lanczos"
 
     @property
+    def skew(self) -> bool:
+        return self.method == "skew-lanczos"
+
+    @property
     def chunk(self) -> int:
         """Steps between Krylov-size checks: a divisor of ``krylov_dim`` near 5.
 
@@ -145,8 +151,20 @@ def _decompose(cfg: _Config, apply, u, stop=None):
     steps, may end the process before ``krylov_dim`` (Krylov-size control);
     the pieces are ``(small matrix, ||u||, ||residual||, size)``.
     """
+    basis, pieces, _ = _decompose_checked(cfg, apply, u, stop)
+    return basis, pieces
+
+
+def _decompose_checked(cfg: _Config, apply, u, stop=None):
+    """:func:`_decompose` and the skewness the skew process measured (0 for the others)."""
     k = cfg.krylov_dim
-    if stop is None or cfg.chunk == k:
+    skewness = jnp.zeros((), u.dtype)
+    if cfg.skew:
+        if stop is None or cfg.chunk == k:
+            (dec, skewness), size = skew_lanczos_iteration(apply, u, k), jnp.asarray(k, jnp.int32)
+        else:
+            (dec, skewness), size = skew_lanczos_until(apply, u, k, cfg.chunk, stop)
+    elif stop is None or cfg.chunk == k:
         iteration = lanczos_iteration if cfg.symmetric else arnoldi_iteration
         dec = iteration(apply, u, k, reorthogonalize=cfg.reorthogonalize, basis_rows=True)
         size = jnp.asarray(k, jnp.int32)
@@ -154,13 +172,15 @@ def _decompose(cfg: _Config, apply, u, stop=None):
         dec, size = lanczos_until(apply, u, k, cfg.chunk, stop)
     else:
         dec, size = arnoldi_until(apply, u, k, cfg.chunk, stop, reorthogonalize=cfg.reorthogonalize)
-    small = dec.tridiagonal if cfg.symmetric else dec.hessenberg
-    return dec.basis, (small, dec.norm, jnp.linalg.norm(dec.residual), size)
+    small = dec.hessenberg if isinstance(dec, ArnoldiDecomposition) else dec.tridiagonal
+    return dec.basis, (small, dec.norm, jnp.linalg.norm(dec.residual), size), skewness
 
 
 def _propagator(cfg: _Config, pieces) -> KrylovPropagator:
     small, beta, residual_norm, size = pieces
-    return KrylovPropagator(small, beta, residual_norm, symmetric=cfg.symmetric, size=size)
+    return KrylovPropagator(
+        small, beta, residual_norm, symmetric=cfg.symmetric, skew=cfg.skew, size=size
+    )
 
 
 def _stop_at_step(cfg: _Config, tau, tol_rate, clipped):
@@ -185,12 +205,14 @@ def _stop_at_step(cfg: _Config, tau, tol_rate, clipped):
 
     def stop(small, size, residual_norm):
         def meets(_):
-            prop = KrylovPropagator(small, 1.0, residual_norm, symmetric=cfg.symmetric, size=size)
+            prop = KrylovPropagator(
+                small, 1.0, residual_norm, symmetric=cfg.symmetric, skew=cfg.skew, size=size
+            )
             coef, err = prop.coefficients(tau)
             index = jnp.arange(small.shape[0])
             inner = (index < size - chunk)[:, None] & (index < size - chunk)[None, :]
             smaller = KrylovPropagator(
-                jnp.where(inner, small, 0), 1.0, 0.0, symmetric=cfg.symmetric
+                jnp.where(inner, small, 0), 1.0, 0.0, symmetric=cfg.symmetric, skew=cfg.skew
             )
             change = jnp.linalg.norm(coef - smaller.exp_times(tau))
             allowed = tol_rate * tau
@@ -264,6 +286,7 @@ def _forward(cfg: _Config, matvec, v, params, ts, tol, record: bool):
         matvecs=jnp.zeros((), jnp.int32),
         err_sum=jnp.zeros((), dtype),
         failed=jnp.zeros((), bool),
+        skewness=jnp.zeros((), dtype),
     )
     k = cfg.krylov_dim
     if record:
@@ -293,7 +316,7 @@ def _forward(cfg: _Config, matvec, v, params, ts, tol, record: bool):
             tau_try = jnp.minimum(remaining, c["tau_suggest"]).astype(dtype)
             clipped = (remaining < c["tau_suggest"]) & (c["j"] > 0)
             stop = _stop_at_step(cfg, tau_try, tol_rate, clipped)
-            basis, pieces = _decompose(cfg, apply, c["u"], stop)
+            basis, pieces, skewness = _decompose_checked(cfg, apply, c["u"], stop)
             prop = _propagator(cfg, pieces)
             tau, coef, err, tau_next, trials, ok = _largest_step(cfg, prop, tau_try, tol_rate)
             tau = tau.astype(ts.dtype)
@@ -312,6 +335,7 @@ def _forward(cfg: _Config, matvec, v, params, ts, tol, record: bool):
             new["matvecs"] = c["matvecs"] + pieces[3]
             new["err_sum"] = c["err_sum"] + err
             new["failed"] = ~ok
+            new["skewness"] = jnp.maximum(c["skewness"], skewness)
             if record:
                 new["us"], new["stride"] = _keep_state(cfg, c["us"], c["stride"], c["j"], c["u"])
                 new["taus"] = c["taus"].at[c["j"]].set(tau)
@@ -351,6 +375,13 @@ def _forward(cfg: _Config, matvec, v, params, ts, tol, record: bool):
         f"expm_multiply: max_steps={cfg.max_steps} reached before the final time; "
         "increase max_steps or krylov_dim, or loosen tol",
     )
+    if cfg.skew:
+        ys = eqx.error_if(
+            ys,
+            carry["skewness"] > skewness_tolerance(dtype),
+            "expm_multiply: method='skew-lanczos' needs a skew-symmetric operator "
+            "(A^T = -A), but x^T A x != 0 for a Krylov vector x; use method='arnoldi'",
+        )
     ys = eqx.error_if(
         ys,
         carry["failed"],
@@ -500,7 +531,12 @@ def _backward_two_sided(cfg: _Config, matvec, params, saved, g, tol):
     dtype = g.dtype
     apply = functools.partial(_apply, matvec, params)
     replay0, state_at = _reverse_states(cfg, apply, us, steps, stride)
-    apply_t = apply if cfg.symmetric else transpose_matvec(matvec, params, g[0])
+    if cfg.symmetric:
+        apply_t = apply
+    elif cfg.skew:
+        apply_t = lambda x: -apply(x)  # noqa: E731  (A^T = -A: no transpose needed)
+    else:
+        apply_t = transpose_matvec(matvec, params, g[0])
     t_final = jnp.sum(taus)
     tol_rate = (tol / jnp.where(t_final > 0, t_final, 1.0)).astype(dtype)
     rank_tol = (tol * _RANK_TOL).astype(dtype)
@@ -659,7 +695,18 @@ def _low_rank_cotangent(matvec, params, m, basis_f, basis_b, rank_tol):
     basis vectors and of ``dA``).
     """
     left, right, keep = _singular_pairs(m, rank_tol)
-    return params_cotangent_low_rank(matvec, params, left, basis_f, right, basis_b, keep)
+
+    def low_rank(_):
+        return params_cotangent_low_rank(matvec, params, left, basis_f, right, basis_b, keep)
+
+    def full_rank(_):
+        # sum_p d<sum_q M_pq V_b e_q, A V_f e_p>: one product M V_b and batched
+        # VJPs over the k forward vectors, cheaper than k separate pairs (each
+        # forming two combinations of the bases) once most pairs count, as on
+        # oscillatory operators, where M has nearly full rank.
+        return params_cotangent(matvec, params, basis_f, m @ basis_b)
+
+    return lax.cond(2 * keep > m.shape[0], full_rank, low_rank, None)
 
 
 def _singular_pairs(m, rank_tol):
@@ -803,9 +850,16 @@ def _prepare(
     v = check_finite(v, _WHERE)
     if reorthogonalize is None:
         reorthogonalize = method == "arnoldi"
+    if method == "skew-lanczos" and reorthogonalize:
+        raise ValueError("reorthogonalize=True is not available for method='skew-lanczos'")
+    if method == "skew-lanczos" and gradient == "discrete":
+        raise ValueError(
+            "gradient='discrete' supports method='arnoldi' and 'lanczos', not 'skew-lanczos'"
+        )
     k = int(min(krylov_dim, n))
     slots = rank = 0
-    if checkpoint == "trajectory" and gradient == "two-sided":
+    # Oscillatory (skew) trajectories are never of low rank: no trajectory bases.
+    if checkpoint == "trajectory" and gradient == "two-sided" and method != "skew-lanczos":
         rank = min(_TRAJECTORY_RANK, k)
         if rank < k:  # else a projection would store as much as the basis itself
             per_step = (rank + 1) * n + k * (k + rank + 3)

@@ -6,6 +6,8 @@ from ._heat import heat_p1 as heat_p1
 from ._initial import gaussian_bump as gaussian_bump
 from ._initial import smooth_random_field as smooth_random_field
 from ._initial import sum_of_sines as sum_of_sines
+from ._model import KrylovForm as KrylovForm
 from ._model import Model as Model
 from ._simulate import simulate as simulate
+from ._simulate import simulate_info as simulate_info
 from ._wave import wave_fd as wave_fd

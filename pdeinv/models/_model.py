@@ -14,6 +14,34 @@ PyTree = Any
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
+class KrylovForm:
+    """The model's ODE in other variables, where ``A`` has structure a Krylov method exploits.
+
+    With ``x = to_form(state, params)`` the ODE ``state' = A state`` becomes
+    ``x' = A_form x`` with ``A_form = matvec(., params)``, for which ``method``
+    (an :func:`~pdeinv.expm_multiply` method, e.g. ``"skew-lanczos"``) applies.
+    :func:`~pdeinv.models.simulate` solves in these variables and maps back with
+    ``from_form``; both maps are cheap, linear and differentiable.
+
+    Parameters
+    ----------
+    matvec
+        ``matvec(x, params) -> A_form(params) @ x``.
+    method
+        The :func:`~pdeinv.expm_multiply` method for ``A_form``.
+    to_form
+        ``to_form(state, params) -> x`` for one state of shape ``(n_state,)``.
+    from_form
+        ``from_form(xs, params) -> states`` for ``xs`` of shape ``(..., n_form)``.
+    """
+
+    matvec: Callable[[Any, PyTree], Any]
+    method: str
+    to_form: Callable[[Any, PyTree], Any]
+    from_form: Callable[[Any, PyTree], Any]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
 class Model:
     """A semi-discrete linear PDE ``u'(t) = A(params) u(t) + b(params)``.
 
@@ -36,6 +64,10 @@ class Model:
         ``source(params) -> b(params)`` for affine systems, or ``None``.
     norm_bound
         ``norm_bound(params) -> upper bound of ||A(params)||_2`` (Gershgorin is fine).
+    krylov_form
+        Optional :class:`KrylovForm`: the same ODE in variables where ``A`` has
+        a structure (e.g. skew symmetry) that :func:`~pdeinv.models.simulate`
+        exploits; ``None`` solves in the state variables.
     observe_fn, state_from_field_fn
         Maps between the state vector and the physical nodal field (identity
         when ``None``).  For the first-order wave system the field is the
@@ -52,6 +84,7 @@ class Model:
     norm_bound: Callable[[PyTree], Any] | None = None
     observe_fn: Callable[[Any], Any] | None = None
     state_from_field_fn: Callable[[Any], Any] | None = None
+    krylov_form: KrylovForm | None = None
 
     @property
     def num_states(self) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from ..expm import augment_affine, expm_multiply
+from ..expm import augment_affine, expm_multiply_info
 from ._model import Model
 
 
@@ -23,7 +23,8 @@ def simulate(model: Model, params, times, *, u0=None, **expm_kwargs):
         Initial state; defaults to ``model.u0``.
     **expm_kwargs
         Passed on to :func:`pdeinv.expm_multiply` (``tol``, ``krylov_dim``, ...).
-        ``method`` defaults to ``"lanczos"`` for symmetric homogeneous models.
+        Without ``method`` the structure of the model decides (see
+        :func:`simulate_info`).
 
     Returns
     -------
@@ -31,13 +32,37 @@ def simulate(model: Model, params, times, *, u0=None, **expm_kwargs):
         Shape ``(n_state,)`` for a scalar time, else ``(len(times), n_state)``.
         Differentiable with respect to ``params`` and ``u0``.
     """
+    return simulate_info(model, params, times, u0=u0, **expm_kwargs)[0]
+
+
+def simulate_info(model: Model, params, times, *, u0=None, **expm_kwargs):
+    """:func:`simulate` that also returns the integrator's :class:`~pdeinv.ExpmStats`.
+
+    The one place where a model's structure picks the Krylov process:
+
+    - a model with a :class:`~pdeinv.models.KrylovForm` and no source is solved
+      in those variables with the form's method (the wave: skew Lanczos);
+    - a symmetric homogeneous model with Lanczos;
+    - an affine model ``u' = A u + b`` through the augmented state ``[u; 1]``
+      (:func:`pdeinv.augment_affine`), which is not symmetric: Arnoldi;
+    - anything else with Arnoldi.
+
+    An explicit ``method`` in ``expm_kwargs`` solves in the model's own state
+    variables with that method.
+    """
     u0 = model.u0 if u0 is None else jnp.asarray(u0)
+    form = model.krylov_form
+    if model.source is None and form is not None and "method" not in expm_kwargs:
+        x0 = form.to_form(u0, params)
+        xs, stats = expm_multiply_info(
+            form.matvec, x0, params, times, method=form.method, **expm_kwargs
+        )
+        return form.from_form(xs, params), stats
     if model.source is None:
         expm_kwargs.setdefault("method", "lanczos" if model.symmetric else "arnoldi")
-        return expm_multiply(model.matvec, u0, params, times, **expm_kwargs)
-    # Affine system: augment the state with a constant 1 (the augmented operator
-    # is not symmetric, so Arnoldi is used).
+        return expm_multiply_info(model.matvec, u0, params, times, **expm_kwargs)
     expm_kwargs["method"] = "arnoldi"
     matvec_aug = augment_affine(model.matvec, model.source)
     v = jnp.concatenate([u0, jnp.ones((1,), u0.dtype)])
-    return expm_multiply(matvec_aug, v, params, times, **expm_kwargs)[..., :-1]
+    states, stats = expm_multiply_info(matvec_aug, v, params, times, **expm_kwargs)
+    return states[..., :-1], stats

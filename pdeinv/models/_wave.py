@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
-from ..discretize._fd import diffusion_matvec, diffusion_norm_bound, diffusion_source
+import equinox as eqx
+import numpy as np
+
+from ..discretize._fd import (
+    diffusion_matvec,
+    diffusion_norm_bound,
+    diffusion_source,
+    face_gradient,
+)
 from ..discretize._grid import as_grid, boundary_conditions
 from ._common import nodal_field
-from ._model import Model
+from ._model import KrylovForm, Model
 
 FORMS = ("divergence", "nondivergence")
+FORMULATIONS = ("auto", "skew", "first-order")
 
 
 def wave_fd(
@@ -21,6 +31,7 @@ def wave_fd(
     bc="neumann",
     form: str = "divergence",
     mean: str = "harmonic",
+    formulation: str = "auto",
 ) -> Model:
     """Acoustic wave equation as the first-order system ``(u, v)' = (v, L(c) u)``.
 
@@ -28,7 +39,22 @@ def wave_fd(
     ``c^2 lap u`` (``form="nondivergence"``, the seed paper's case study with
     Neumann conditions by edge padding).  The state is ``[u; v]`` of size
     ``2 num_nodes``; the operator ``[[0, I], [L, 0]]`` is not symmetric, so
-    :func:`pdeinv.models.simulate` uses Arnoldi.
+    :func:`pdeinv.models.simulate` solves it in skew-symmetric velocity-stress
+    variables when it can (``formulation``).
+
+    The skew form.  With ``G`` the weighted face differences of
+    :func:`~pdeinv.discretize.face_gradient` (``G^T G = -div(grad .)`` with the
+    same boundary rules and face means), ``L = -G_c^T G_c`` for
+    ``G_c = G(c^2)`` (divergence form) or ``L = -C G_1^T G_1 C`` in the scaled
+    displacement ``u / c`` (non-divergence form, ``C = diag(c)``).  Then
+    ``x = (u / s, sigma)`` with ``s = 1`` or ``c`` and a face variable ``sigma``
+    (``sigma(0) = 0`` for a wave at rest) obeys ``x' = [[0, -B^T], [B, 0]] x``
+    with ``B = G_c`` or ``G_1 C``: a skew-symmetric operator, so the two-term
+    skew Lanczos process applies (``method="skew-lanczos"``), and the Euclidean
+    norm of ``x`` is the discrete wave energy, the norm the integrator's error
+    control then uses.  Velocity: ``v = s (-B^T sigma)``.  The first-order form
+    ``[[0, I], [L, 0]]`` is non-normal and badly scaled (``||A|| ~ ||L||`` against
+    a spectral radius ``~ sqrt(||L||)``) and needs Arnoldi.
 
     Parameters
     ----------
@@ -46,6 +72,15 @@ def wave_fd(
         ``"divergence"`` or ``"nondivergence"``.
     mean
         Face mean of ``c^2`` in the divergence form.
+    formulation
+        ``"auto"`` (default): ``"skew"`` when the boundary data are zero and the
+        wave starts at rest (``v0`` None or zero), else ``"first-order"``.
+        ``"skew"`` requires both (a nonzero initial velocity needs a face field
+        ``sigma(0)`` with ``B^T sigma(0) = -v0 / s``, which this model does not
+        solve for; boundary data have no place in the skew operator).  The
+        model's state, ``matvec`` and ``observe`` are those of the first-order
+        system either way; only :func:`~pdeinv.models.simulate` changes
+        variables (``model.krylov_form``).
 
     Returns
     -------
@@ -55,6 +90,8 @@ def wave_fd(
     """
     if form not in FORMS:
         raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+    if formulation not in FORMULATIONS:
+        raise ValueError(f"formulation must be one of {FORMULATIONS}, got {formulation!r}")
     g = as_grid(space)
     bcs = boundary_conditions(g, bc)
     n = g.num_nodes
@@ -90,7 +127,16 @@ def wave_fd(
         return jnp.maximum(1.0, norm_l)
 
     u0 = nodal_field(u0, g, "u0")
+    at_rest = v0 is None
     v0 = jnp.zeros_like(u0) if v0 is None else nodal_field(v0, g, "v0")
+    at_rest = at_rest or not np.any(np.asarray(v0))
+    if formulation == "skew" and not (at_rest and bcs.homogeneous):
+        raise ValueError(
+            "formulation='skew' needs zero boundary data and a wave at rest (v0 None or 0); "
+            "use formulation='first-order'"
+        )
+    skew = formulation == "skew" or (formulation == "auto" and at_rest and bcs.homogeneous)
+    krylov_form = _skew_form(g, bcs, form, mean, speed_squared) if skew else None
     return Model(
         name="wave",
         space=g,
@@ -102,4 +148,45 @@ def wave_fd(
         norm_bound=norm_bound,
         observe_fn=lambda states: states[..., :n],
         state_from_field_fn=lambda field: jnp.concatenate([field, jnp.zeros_like(field)], -1),
+        krylov_form=krylov_form,
     )
+
+
+def _skew_form(g, bcs, form, mean, speed_squared) -> KrylovForm:
+    """Velocity-stress variables ``x = (u / s, sigma)`` of the wave (see :func:`wave_fd`)."""
+    n = g.num_nodes
+    gradient, divergence, num_faces = face_gradient(g, bcs, mean=mean)
+
+    def operators(params):
+        """``(B, B^T, s)`` at ``params``."""
+        c2 = speed_squared(params)
+        if form == "divergence":
+            return (lambda u: gradient(u, c2)), (lambda f: divergence(f, c2)), 1.0
+        c = jnp.sqrt(c2)
+        return (lambda u: gradient(c * u, 1.0)), (lambda f: c * divergence(f, 1.0)), c
+
+    def matvec(x, params):
+        b, bt, _ = operators(params)
+        return jnp.concatenate([-bt(x[n:]), b(x[:n])])
+
+    def to_form(state, params):
+        _, _, scale = operators(params)
+        u, v = state[:n], state[n:]
+        u = eqx.error_if(
+            u,
+            jnp.any(v != 0),
+            "wave model in skew form: the initial velocity must be zero "
+            "(build it with formulation='first-order')",
+        )
+        return jnp.concatenate([u / scale, jnp.zeros(num_faces, u.dtype)])
+
+    def from_form(xs, params):
+        _, bt, scale = operators(params)
+        u = scale * xs[..., :n]
+        bt_all = bt
+        for _ in range(xs.ndim - 1):
+            bt_all = jax.vmap(bt_all)
+        v = -scale * bt_all(xs[..., n:])
+        return jnp.concatenate([u, v], axis=-1)
+
+    return KrylovForm(matvec=matvec, method="skew-lanczos", to_form=to_form, from_form=from_form)

@@ -191,20 +191,11 @@ def _pdeinv_states(problem, params, tol, gradient):
 
 def _pdeinv_forward_info(problem, params, tol, gradient):
     """Forward states and solver statistics, the way :func:`pdeinv.models.simulate` solves."""
-    from ..expm import augment_affine, expm_multiply_info
+    from ..models import simulate_info
 
-    model = problem.model
-    matvec, v = model.matvec, model.u0
-    method = "lanczos" if model.symmetric else "arnoldi"
-    if model.source is not None:
-        matvec = augment_affine(model.matvec, model.source)
-        v = jnp.concatenate([v, jnp.ones((1,), v.dtype)])
-        method = "arnoldi"
-    options = {**problem.pdeinv_options, "tol": tol, "method": method, "gradient": gradient}
-    times = jnp.asarray(problem.times, v.dtype)
-    states, stats = expm_multiply_info(matvec, v, params, times, **options)
-    if model.source is not None:
-        states = states[..., :-1]
+    options = {**problem.pdeinv_options, "tol": tol, "gradient": gradient}
+    times = jnp.asarray(problem.times, problem.model.u0.dtype)
+    states, stats = simulate_info(problem.model, params, times, **options)
     counts = {
         "num_matvecs": stats.num_matvecs,
         "num_steps": stats.num_steps,

@@ -14,6 +14,9 @@ run on 1024^2 grids in float32 and float64.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -411,7 +414,39 @@ def reaction_matvec(space):
 # Face gradient G with G^T G = -div(kappa grad .)
 
 
-def face_gradient(space, bc="neumann", *, mean: str = "harmonic"):
+class FaceGradient(NamedTuple):
+    """Weighted face differences ``G(kappa) u = weights(kappa) * difference(u)``.
+
+    Attributes
+    ----------
+    difference
+        ``difference(u) -> (num_faces,)``: the jump of ``u`` across every face
+        that carries a flux (ghost rule of :func:`diffusion_matvec` at Dirichlet
+        faces), linear, parameter-free.
+    difference_transpose
+        ``difference_transpose(f) -> (num_nodes,)``, its transpose.
+    weights
+        ``weights(kappa) -> (num_faces,)``: ``sqrt(kappa_face) / h`` (interior and
+        periodic faces), ``sqrt(kappa_edge / 2) / h`` (Dirichlet faces).
+    num_faces
+        Length of the face vector.
+    """
+
+    difference: Callable
+    difference_transpose: Callable
+    weights: Callable
+    num_faces: int
+
+    def gradient(self, u, kappa):
+        """``G(kappa) u``."""
+        return self.weights(kappa) * self.difference(u)
+
+    def divergence(self, f, kappa):
+        """``G(kappa)^T f``."""
+        return self.difference_transpose(self.weights(kappa) * f)
+
+
+def face_gradient(space, bc="neumann", *, mean: str = "harmonic") -> FaceGradient:
     """Weighted face differences ``G(kappa)`` with ``G^T G = -diffusion_matvec(., kappa)``.
 
     One value per face that carries a flux: the ``n - 1`` interior faces of every
@@ -424,6 +459,9 @@ def face_gradient(space, bc="neumann", *, mean: str = "harmonic"):
     root that puts the wave equation ``u_tt = div(kappa grad u)`` into the
     skew-symmetric velocity-stress form ``(u, sigma)' = (-G^T sigma, G u)``.
 
+    The weights depend on ``kappa`` only: a solver that applies ``G`` many times
+    for one ``kappa`` computes them once (:attr:`FaceGradient.weights`).
+
     Parameters
     ----------
     space
@@ -435,12 +473,7 @@ def face_gradient(space, bc="neumann", *, mean: str = "harmonic"):
 
     Returns
     -------
-    gradient : callable
-        ``gradient(u, kappa) -> (num_faces,)``, linear in ``u``.
-    divergence : callable
-        ``divergence(f, kappa) -> (num_nodes,)``, the transpose ``G(kappa)^T f``.
-    num_faces : int
-        Length of the face vector.
+    FaceGradient
     """
     g = as_grid(space)
     bcs = boundary_conditions(g, bc)
@@ -449,32 +482,49 @@ def face_gradient(space, bc="neumann", *, mean: str = "harmonic"):
         raise ValueError("face_gradient: bc must be homogeneous (zero boundary data)")
     shape = tuple(g.shape)
 
-    def gradient(u, kappa):
+    def per_axis(interior, lo, hi, axis, pair):
+        """Faces of one axis in order ``[Dirichlet min, interior, Dirichlet max or wrap]``."""
+        faces = [interior]
+        if pair[0].kind == "periodic":
+            faces.append(hi)
+        else:
+            if pair[0].kind == "dirichlet":
+                faces.insert(0, lo)
+            if pair[1].kind == "dirichlet":
+                faces.append(hi)
+        return jnp.concatenate(faces, axis=axis).reshape(-1)
+
+    def difference(u):
         U = u.reshape(shape)
-        K = jnp.broadcast_to(_as_field(kappa, shape, "kappa"), shape).astype(U.dtype)
         parts = []
         for axis in range(g.dim):
-            n, h = shape[axis], g.spacing[axis]
-            pair = bcs.sides[axis]
-            k_faces = _face_mean(_slice(K, 0, n - 1, axis), _slice(K, 1, n, axis), mean)
-            faces = [jnp.sqrt(k_faces) * (_slice(U, 1, n, axis) - _slice(U, 0, n - 1, axis))]
-            jumps = _boundary_differences(U, axis, pair)
-            kappas = _boundary_kappa(K, axis, pair, mean)
-            if pair[0].kind == "periodic":
-                faces.append(jnp.sqrt(kappas[1]) * jumps[1])
-            else:
-                for i, (side, jump, k_edge) in enumerate(zip(pair, jumps, kappas, strict=True)):
-                    if side.kind == "dirichlet":
-                        face = jnp.sqrt(0.5 * k_edge) * jump
-                        faces.insert(0 if i == 0 else len(faces), face)
-            parts.append(jnp.concatenate(faces, axis=axis).reshape(-1) * (1.0 / h))
+            n, pair = shape[axis], bcs.sides[axis]
+            interior = _slice(U, 1, n, axis) - _slice(U, 0, n - 1, axis)
+            lo, hi = _boundary_differences(U, axis, pair)
+            parts.append(per_axis(interior, lo, hi, axis, pair))
         return jnp.concatenate(parts)
 
-    probe = jnp.zeros(g.num_nodes)
-    num_faces = int(jax.eval_shape(gradient, probe, 1.0).shape[0])
+    def weights(kappa):
+        K = jnp.broadcast_to(_as_field(kappa, shape, "kappa"), shape)
+        parts = []
+        for axis in range(g.dim):
+            n, h, pair = shape[axis], g.spacing[axis], bcs.sides[axis]
+            interior = jnp.sqrt(
+                _face_mean(_slice(K, 0, n - 1, axis), _slice(K, 1, n, axis), mean)
+            )
+            lo, hi = _boundary_kappa(K, axis, pair, mean)
+            if pair[0].kind == "periodic":
+                hi = jnp.sqrt(hi)
+            else:
+                lo, hi = jnp.sqrt(0.5 * lo), jnp.sqrt(0.5 * hi)
+            parts.append(per_axis(interior, lo, hi, axis, pair) / h)
+        return jnp.concatenate(parts)
 
-    def divergence(f, kappa):
-        (out,) = jax.linear_transpose(lambda u: gradient(u, kappa), jnp.zeros_like(f, shape=(g.num_nodes,)))(f)
+    num_faces = int(jax.eval_shape(difference, jnp.zeros(g.num_nodes)).shape[0])
+
+    def difference_transpose(f):
+        like = jax.ShapeDtypeStruct((g.num_nodes,), f.dtype)
+        (out,) = jax.linear_transpose(difference, like)(f)
         return out
 
-    return jax.jit(gradient), jax.jit(divergence), num_faces
+    return FaceGradient(difference, difference_transpose, weights, num_faces)

@@ -17,26 +17,32 @@ PyTree = Any
 class KrylovForm:
     """The model's ODE in other variables, where ``A`` has structure a Krylov method exploits.
 
-    With ``x = to_form(state, params)`` the ODE ``state' = A state`` becomes
-    ``x' = A_form x`` with ``A_form = matvec(., params)``, for which ``method``
-    (an :func:`~pdeinv.expm_multiply` method, e.g. ``"skew-lanczos"``) applies.
+    With coefficients ``w = coefficients(params)`` and ``x = to_form(state, w)``
+    the ODE ``state' = A state`` becomes ``x' = A_form x`` with
+    ``A_form = matvec(., w)``, for which ``method`` (an
+    :func:`~pdeinv.expm_multiply` method, e.g. ``"skew-lanczos"``) applies.
     :func:`~pdeinv.models.simulate` solves in these variables and maps back with
-    ``from_form``; both maps are cheap, linear and differentiable.
+    ``from_form``.  The coefficients are computed once per solve (not once per
+    matvec) and differentiated by JAX outside the integrator; both maps are
+    cheap, linear in the state and differentiable.
 
     Parameters
     ----------
     matvec
-        ``matvec(x, params) -> A_form(params) @ x``.
+        ``matvec(x, w) -> A_form(w) @ x``.
     method
         The :func:`~pdeinv.expm_multiply` method for ``A_form``.
+    coefficients
+        ``coefficients(params) -> w``, a pytree of arrays.
     to_form
-        ``to_form(state, params) -> x`` for one state of shape ``(n_state,)``.
+        ``to_form(state, w) -> x`` for one state of shape ``(n_state,)``.
     from_form
-        ``from_form(xs, params) -> states`` for ``xs`` of shape ``(..., n_form)``.
+        ``from_form(xs, w) -> states`` for ``xs`` of shape ``(..., n_form)``.
     """
 
     matvec: Callable[[Any, PyTree], Any]
     method: str
+    coefficients: Callable[[PyTree], PyTree]
     to_form: Callable[[Any, PyTree], Any]
     from_form: Callable[[Any, PyTree], Any]
 

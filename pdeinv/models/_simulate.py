@@ -53,11 +53,12 @@ def simulate_info(model: Model, params, times, *, u0=None, **expm_kwargs):
     u0 = model.u0 if u0 is None else jnp.asarray(u0)
     form = model.krylov_form
     if model.source is None and form is not None and "method" not in expm_kwargs:
-        x0 = form.to_form(u0, params)
+        coefficients = form.coefficients(params)
+        x0 = form.to_form(u0, coefficients)
         xs, stats = expm_multiply_info(
-            form.matvec, x0, params, times, method=form.method, **expm_kwargs
+            form.matvec, x0, coefficients, times, method=form.method, **expm_kwargs
         )
-        return form.from_form(xs, params), stats
+        return form.from_form(xs, coefficients), stats
     if model.source is None:
         expm_kwargs.setdefault("method", "lanczos" if model.symmetric else "arnoldi")
         return expm_multiply_info(model.matvec, u0, params, times, **expm_kwargs)

@@ -153,24 +153,31 @@ def wave_fd(
 
 
 def _skew_form(g, bcs, form, mean, speed_squared) -> KrylovForm:
-    """Velocity-stress variables ``x = (u / s, sigma)`` of the wave (see :func:`wave_fd`)."""
-    n = g.num_nodes
-    gradient, divergence, num_faces = face_gradient(g, bcs, mean=mean)
+    """Velocity-stress variables ``x = (u / s, sigma)`` of the wave (see :func:`wave_fd`).
 
-    def operators(params):
-        """``(B, B^T, s)`` at ``params``."""
+    Coefficients: the face weights of ``G(c^2)`` (divergence form, ``s = 1``), or
+    the nodal speed ``c`` (non-divergence form, ``B = G(1) C``, ``s = c``).
+    """
+    n = g.num_nodes
+    grad = face_gradient(g, bcs, mean=mean)
+    unit_weights = grad.weights(1.0)
+
+    def coefficients(params):
         c2 = speed_squared(params)
         if form == "divergence":
-            return (lambda u: gradient(u, c2)), (lambda f: divergence(f, c2)), 1.0
-        c = jnp.sqrt(c2)
-        return (lambda u: gradient(c * u, 1.0)), (lambda f: c * divergence(f, 1.0)), c
+            return {"weights": grad.weights(c2), "scale": jnp.ones((), c2.dtype)}
+        return {"weights": unit_weights.astype(c2.dtype), "scale": jnp.sqrt(c2)}
 
-    def matvec(x, params):
-        b, bt, _ = operators(params)
-        return jnp.concatenate([-bt(x[n:]), b(x[:n])])
+    def apply_b(u, w):
+        return w["weights"] * grad.difference(w["scale"] * u)
 
-    def to_form(state, params):
-        _, _, scale = operators(params)
+    def apply_bt(f, w):
+        return w["scale"] * grad.difference_transpose(w["weights"] * f)
+
+    def matvec(x, w):
+        return jnp.concatenate([-apply_bt(x[n:], w), apply_b(x[:n], w)])
+
+    def to_form(state, w):
         u, v = state[:n], state[n:]
         u = eqx.error_if(
             u,
@@ -178,15 +185,18 @@ def _skew_form(g, bcs, form, mean, speed_squared) -> KrylovForm:
             "wave model in skew form: the initial velocity must be zero "
             "(build it with formulation='first-order')",
         )
-        return jnp.concatenate([u / scale, jnp.zeros(num_faces, u.dtype)])
+        return jnp.concatenate([u / w["scale"], jnp.zeros(grad.num_faces, u.dtype)])
 
-    def from_form(xs, params):
-        _, bt, scale = operators(params)
-        u = scale * xs[..., :n]
-        bt_all = bt
+    def from_form(xs, w):
+        velocity = lambda f: -w["scale"] * apply_bt(f, w)  # noqa: E731
         for _ in range(xs.ndim - 1):
-            bt_all = jax.vmap(bt_all)
-        v = -scale * bt_all(xs[..., n:])
-        return jnp.concatenate([u, v], axis=-1)
+            velocity = jax.vmap(velocity)
+        return jnp.concatenate([w["scale"] * xs[..., :n], velocity(xs[..., n:])], axis=-1)
 
-    return KrylovForm(matvec=matvec, method="skew-lanczos", to_form=to_form, from_form=from_form)
+    return KrylovForm(
+        matvec=matvec,
+        method="skew-lanczos",
+        coefficients=coefficients,
+        to_form=to_form,
+        from_form=from_form,
+    )

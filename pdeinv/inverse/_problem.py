@@ -217,6 +217,6 @@ def diffrax_check(model: Model, params, times, states, **reference_options) -> f
     """
     from ..reference import solve
 
-    reference = np.asarray(solve(model, params, jnp.asarray(times), **reference_options))
+    reference = np.asarray(solve(model, params, jnp.asarray(times), **reference_options).states)
     states = np.asarray(states)
     return float(np.linalg.norm(reference - states) / np.linalg.norm(reference))

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._solve import count_matvecs, describe_result, solve_info
+from ._solve import count_matvecs, describe_result, solve
 
 PyTree = Any
 
@@ -241,17 +241,17 @@ def _functions(problem, config):
         options = _diffrax_options(problem, config)
 
         def forward(params):
-            info = solve_info(problem.model, params, problem.times, **options)
+            solution = solve(problem.model, params, problem.times, throw=False, **options)
             counts = {
-                "num_matvecs": info.num_rhs_evaluations,
-                "num_steps": info.num_steps,
-                "num_rejected_steps": info.num_rejected_steps,
+                "num_matvecs": solution.num_rhs_evaluations,
+                "num_steps": solution.num_steps,
+                "num_rejected_steps": solution.num_rejected_steps,
             }
-            return info.states, info.result, counts
+            return solution.states, solution.result, counts
 
         def states_and_status(params):
-            info = solve_info(problem.model, params, problem.times, **options)
-            return info.states, info.result
+            solution = solve(problem.model, params, problem.times, throw=False, **options)
+            return solution.states, solution.result
 
     def objective(params):
         states, status = states_and_status(params)
@@ -396,7 +396,7 @@ def _count_implicit_matvecs(problem, config):
     options = _diffrax_options(problem, config)
 
     def run(model):
-        return solve_info(model, problem.params, problem.times, **options).states
+        return solve(model, problem.params, problem.times, throw=False, **options).states
 
     try:
         return count_matvecs(run, problem.model)
@@ -479,10 +479,17 @@ def _reference(problem, reference, cross_check_max_states, budget):
         return _pdeinv_states(problem, p, 1e-12, "two-sided")
 
     def by_dopri8(p):
-        info = solve_info(problem.model, p, problem.times, solver="dopri8", rtol=1e-12,
-                          atol=1e-14 * scale, max_steps=65536)  # fmt: skip
-        states = info.states
-        return jnp.where(info.result == 0, states, jnp.nan)
+        solution = solve(
+            problem.model,
+            p,
+            problem.times,
+            solver="dopri8",
+            rtol=1e-12,
+            atol=1e-14 * scale,
+            max_steps=65536,
+            throw=False,
+        )
+        return jnp.where(solution.result == 0, solution.states, jnp.nan)
 
     def evaluate(forward):
         states = np.asarray(jax.jit(forward)(params))

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..expm import check_times
 from ._solve import count_matvecs, describe_result, solve
 
 PyTree = Any
@@ -92,9 +93,7 @@ class CompareProblem:
     pdeinv_options: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
-        times = np.atleast_1d(np.asarray(self.times, dtype=float))
-        if times.ndim != 1 or np.any(times <= 0) or np.any(np.diff(times) < 0):
-            raise ValueError(f"times must be positive and non-decreasing, got {times}")
+        times = check_times(self.times, positive=True)
         object.__setattr__(self, "times", times)
         bad = {"tol", "gradient", "method"} & set(self.pdeinv_options)
         if bad:

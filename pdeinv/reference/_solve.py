@@ -20,6 +20,8 @@ import lineax as lx
 import numpy as np
 import optimistix as optx
 
+from ..expm import check_times
+
 SOLVERS = ("tsit5", "dopri5", "dopri8", "kvaerno5")
 EXPLICIT_SOLVERS = ("tsit5", "dopri5", "dopri8")
 ADJOINTS = ("recursive_checkpoint", "backsolve", "direct")
@@ -128,20 +130,6 @@ def _check_choice(name, value, allowed):
         raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
 
 
-def _validate_times(times):
-    try:
-        times_np = np.asarray(times, dtype=float)
-    except (TypeError, jax.errors.ConcretizationTypeError) as err:
-        raise ValueError("times must be concrete (not traced) numbers") from err
-    if times_np.ndim != 1 or times_np.size == 0:
-        raise ValueError(f"times must be a non-empty 1-D array, got shape {times_np.shape}")
-    if not np.all(np.isfinite(times_np)) or np.any(times_np < 0):
-        raise ValueError("times must be finite and >= 0")
-    if np.any(np.diff(times_np) < 0):
-        raise ValueError("times must be non-decreasing")
-    return times_np
-
-
 class _MatrixFreeChord(dfx.VeryChord):
     """diffrax's ``VeryChord`` with an iterative (matrix-free) linear solver.
 
@@ -154,7 +142,7 @@ class _MatrixFreeChord(dfx.VeryChord):
 
     def step(self, fn, y, args, options, state, tags):
         del options, tags
-        residual, aux = fn(y, args)
+        residual, fn_aux = fn(y, args)
         jac, linear_state = state.linear_state
         dynamic, static = eqx.partition(linear_state, eqx.is_array)
         linear_state = eqx.combine(jax.lax.stop_gradient(dynamic), static)
@@ -176,7 +164,7 @@ class _MatrixFreeChord(dfx.VeryChord):
                 state.step + 1,
             ),
         )
-        return new_y, new_state, aux
+        return new_y, new_state, fn_aux
 
 
 # Iteration cap of the unpreconditioned Krylov stage solves.  lineax's default
@@ -259,7 +247,7 @@ def _diffeqsolve(
             f"fixed_step=True is for the explicit solvers {EXPLICIT_SOLVERS} (steps at the "
             f"stability limit); solver {solver!r} is implicit and needs adaptive steps"
         )
-    times_np = _validate_times(times)
+    times_np = check_times(times)
     u0 = model.u0 if u0 is None else jnp.asarray(u0)
     t1 = float(times_np[-1])
     dtype = u0.dtype

@@ -192,7 +192,7 @@ SCHEMA: dict[str, Any] = {
             None,
             "int",
             "Experiments solved at once per device (vmap); null = all on GPU/TPU, 1 on CPU "
-            "(see the README, section Scale). Smaller bounds memory.",
+            "(see docs/scale.md). Smaller bounds memory.",
             positive=True,
             nullable=True,
         ),
@@ -620,7 +620,7 @@ def dump_config(config: dict) -> str:
 
 
 def schema_markdown() -> str:
-    """Markdown table of every config key with default and meaning (for the README)."""
+    """Markdown table of every config key with default and meaning (for docs/config.md)."""
     lines = ["| key | default | allowed | meaning |", "|---|---|---|---|"]
     for key, option in iter_options():
         default = (

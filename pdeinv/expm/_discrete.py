@@ -12,7 +12,7 @@ def discrete_step(cfg, matvec, u, params, tau):
     This is the exact derivative of the Krylov approximation of one step
     (Krämer et al. 2024).  For stiff operators it can differ from the derivative
     of the true solution by orders of magnitude even when the value is
-    converged (DESIGN.md section 4), which is why it is not the default.
+    converged (docs/design.md#the-discrete-adjoint), which is why it is not the default.
     """
     if cfg.symmetric:
         dec = lanczos(matvec, u, params, cfg.krylov_dim, reorthogonalize=cfg.reorthogonalize)

@@ -11,7 +11,7 @@ Reverse (default, ``gradient="two-sided"``): the continuous adjoint
     dL/dparams = int_0^T lam(s)^T (dA/dparams) u(s) ds,   dL/dv = lam(0),
     lam(s) = exp((T - s) A^T) dL/du(T)
 
-with both sides approximated by Krylov (see DESIGN.md section 4): the forward
+with both sides approximated by Krylov (see docs/design.md#the-two-sided-adjoint): the forward
 side of a step comes from its stored trajectory basis (``checkpoint="trajectory"``,
 a few vectors spanning ``u(s)`` on the step, used where an a posteriori check
 allows) or is recomputed from the checkpoint ``u_j``, the backward side is

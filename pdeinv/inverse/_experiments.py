@@ -26,6 +26,7 @@ import numpy as np
 from jax import lax
 from jax.sharding import PartitionSpec
 
+from ..expm import check_times
 from ..models._model import Model
 from ._parameterization import ParameterMap
 from ._problem import RegularizedObjective
@@ -143,9 +144,9 @@ class MultiExperimentProblem(RegularizedObjective):
     batch_size: int | None = None
 
     def __post_init__(self):
-        times = np.atleast_1d(np.asarray(self.times, dtype=float))
-        if times.ndim != 1 or np.any(times <= 0) or np.any(np.diff(times) <= 0):
-            raise ValueError(f"observation times must be positive and increasing, got {times}")
+        times = check_times(
+            self.times, name="observation times", positive=True, strictly_increasing=True
+        )
         object.__setattr__(self, "times", times)
         initial = jnp.asarray(self.initial_states)
         if initial.ndim != 2 or initial.shape[1] != self.model.num_states or initial.shape[0] < 1:

@@ -135,10 +135,11 @@ class ParameterMap:
     def initial(self, log_value: float, extra_values: dict | None = None, dtype=float):
         """Vector with a constant log-field ``log_value`` and the given extras."""
         extra_values = extra_values or {}
-        pieces = [np.full(self.num_field_params, float(log_value))]
+        # The optimisation vector is the field's block followed by one block per extra.
+        blocks = [np.full(self.num_field_params, float(log_value))]
         for name, size in self.extra:
             value = np.asarray(extra_values.get(name, np.zeros(size)), dtype=float).ravel()
             if value.size != size:
                 raise ValueError(f"initial value of {name!r} must have {size} entries")
-            pieces.append(value)
-        return np.concatenate(pieces).astype(dtype)
+            blocks.append(value)
+        return np.concatenate(blocks).astype(dtype)

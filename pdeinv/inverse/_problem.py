@@ -10,6 +10,7 @@ from typing import NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
+from ..expm import check_times
 from ..models._model import Model
 from ._optimize import IterationInfo, OptimizeResult, minimize
 from ._parameterization import ParameterMap
@@ -95,9 +96,9 @@ class InverseProblem(RegularizedObjective):
     forward: Callable = _default_forward
 
     def __post_init__(self):
-        times = np.atleast_1d(np.asarray(self.times, dtype=float))
-        if times.ndim != 1 or np.any(times <= 0) or np.any(np.diff(times) <= 0):
-            raise ValueError(f"observation times must be positive and increasing, got {times}")
+        times = check_times(
+            self.times, name="observation times", positive=True, strictly_increasing=True
+        )
         object.__setattr__(self, "times", times)
         data = np.asarray(self.data)
         expected = (len(times), self.observation.num_observations)
@@ -217,6 +218,6 @@ def diffrax_check(model: Model, params, times, states, **reference_options) -> f
     """
     from ..reference import solve
 
-    reference = np.asarray(solve(model, params, jnp.asarray(times), **reference_options))
+    reference = np.asarray(solve(model, params, jnp.asarray(times), **reference_options).states)
     states = np.asarray(states)
     return float(np.linalg.norm(reference - states) / np.linalg.norm(reference))

@@ -6,7 +6,7 @@ Two entry points:
   scaling and squaring. ``jax.scipy.linalg.expm`` is not used because it picks
   too few squarings for projected Hessenbergs (relative error ~1e-7 for
   ``exp(+-10.6)``) and returns NaN once ``||X||_1`` exceeds a few 1e5, which is
-  routine for ``tau * H`` of a stiff PDE operator (DESIGN.md section 8).
+  routine for ``tau * H`` of a stiff PDE operator (docs/design.md#small-matrix-exponentials).
 * :func:`expm_sym_tridiag_e1` -- ``exp(t T) e1`` of a symmetric tridiagonal ``T``
   through its eigendecomposition, robust for any ``t ||T||``.
 

@@ -70,7 +70,7 @@ def funm_krylov(
     Differentiable in ``v`` and ``params`` through the custom adjoints of
     :func:`arnoldi` / :func:`lanczos`: the gradient is the exact gradient of the
     Krylov approximation, which for stiff ``A`` and small ``k`` can be far from
-    the gradient of ``f(A) v`` itself (DESIGN.md section 4). The accuracy is not
+    the gradient of ``f(A) v`` itself (docs/design.md#the-discrete-adjoint). The accuracy is not
     controlled here; ``pdeinv.expm.expm_multiply`` adapts step and dimension.
 
     Raises

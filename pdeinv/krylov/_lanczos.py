@@ -65,7 +65,7 @@ def lanczos_iteration(
     Without ``reorthogonalize`` this is the three-term recurrence,
     ``b_{j+1} q_{j+1} = A q_j - alpha_j q_j - b_j q_{j-1}``: O(n) work per step
     besides the matvec (for stencil operators full reorthogonalisation, O(n k)
-    per step, costs more than the matvec; DESIGN.md section 4 measured the plain
+    per step, costs more than the matvec; docs/design.md#plain-lanczos measured the plain
     recurrence 5x faster at equal accuracy). With ``reorthogonalize`` the new
     direction is additionally orthogonalised twice against the whole basis.
 

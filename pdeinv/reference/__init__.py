@@ -1,8 +1,9 @@
 """Reference ODE solves of pdeinv models with diffrax (cross-check and comparison).
 
 See ``docs/interfaces.md``: :func:`solve` is the differentiable reference solve,
-:func:`solve_info` its non-raising variant with statistics; :func:`compare`
-measures pdeinv against diffrax on one problem (``python -m pdeinv compare``).
+returning a :class:`ReferenceSolution` (states, result code, step statistics);
+:func:`compare` measures pdeinv against diffrax on one problem
+(``python -m pdeinv compare``).
 """
 
 from ._compare import CompareProblem as CompareProblem
@@ -21,5 +22,4 @@ from ._solve import count_matvecs as count_matvecs
 from ._solve import describe_result as describe_result
 from ._solve import num_rhs_evaluations as num_rhs_evaluations
 from ._solve import solve as solve
-from ._solve import solve_info as solve_info
 from ._solve import stability_step as stability_step

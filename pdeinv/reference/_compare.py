@@ -22,7 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._solve import count_matvecs, describe_result, solve_info
+from ..expm import check_times
+from ._solve import count_matvecs, describe_result, solve
 
 PyTree = Any
 
@@ -92,9 +93,7 @@ class CompareProblem:
     pdeinv_options: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
-        times = np.atleast_1d(np.asarray(self.times, dtype=float))
-        if times.ndim != 1 or np.any(times <= 0) or np.any(np.diff(times) < 0):
-            raise ValueError(f"times must be positive and non-decreasing, got {times}")
+        times = check_times(self.times, positive=True)
         object.__setattr__(self, "times", times)
         bad = {"tol", "gradient", "method"} & set(self.pdeinv_options)
         if bad:
@@ -232,17 +231,17 @@ def _functions(problem, config):
         options = _diffrax_options(problem, config)
 
         def forward(params):
-            info = solve_info(problem.model, params, problem.times, **options)
+            solution = solve(problem.model, params, problem.times, throw=False, **options)
             counts = {
-                "num_matvecs": info.num_rhs_evaluations,
-                "num_steps": info.num_steps,
-                "num_rejected_steps": info.num_rejected_steps,
+                "num_matvecs": solution.num_rhs_evaluations,
+                "num_steps": solution.num_steps,
+                "num_rejected_steps": solution.num_rejected_steps,
             }
-            return info.states, info.result, counts
+            return solution.states, solution.result, counts
 
         def states_and_status(params):
-            info = solve_info(problem.model, params, problem.times, **options)
-            return info.states, info.result
+            solution = solve(problem.model, params, problem.times, throw=False, **options)
+            return solution.states, solution.result
 
     def objective(params):
         states, status = states_and_status(params)
@@ -387,7 +386,7 @@ def _count_implicit_matvecs(problem, config):
     options = _diffrax_options(problem, config)
 
     def run(model):
-        return solve_info(model, problem.params, problem.times, **options).states
+        return solve(model, problem.params, problem.times, throw=False, **options).states
 
     try:
         return count_matvecs(run, problem.model)
@@ -470,10 +469,17 @@ def _reference(problem, reference, cross_check_max_states, budget):
         return _pdeinv_states(problem, p, 1e-12, "two-sided")
 
     def by_dopri8(p):
-        info = solve_info(problem.model, p, problem.times, solver="dopri8", rtol=1e-12,
-                          atol=1e-14 * scale, max_steps=65536)  # fmt: skip
-        states = info.states
-        return jnp.where(info.result == 0, states, jnp.nan)
+        solution = solve(
+            problem.model,
+            p,
+            problem.times,
+            solver="dopri8",
+            rtol=1e-12,
+            atol=1e-14 * scale,
+            max_steps=65536,
+            throw=False,
+        )
+        return jnp.where(solution.result == 0, solution.states, jnp.nan)
 
     def evaluate(forward):
         states = np.asarray(jax.jit(forward)(params))

@@ -20,6 +20,8 @@ import lineax as lx
 import numpy as np
 import optimistix as optx
 
+from ..expm import check_times
+
 SOLVERS = ("tsit5", "dopri5", "dopri8", "kvaerno5")
 EXPLICIT_SOLVERS = ("tsit5", "dopri5", "dopri8")
 ADJOINTS = ("recursive_checkpoint", "backsolve", "direct")
@@ -54,15 +56,15 @@ _NEW_STAGES_PER_STEP = {"tsit5": 6, "dopri5": 6, "dopri8": 13}
 
 
 class ReferenceSolution(NamedTuple):
-    """Result of :func:`solve_info`.
+    """Result of :func:`solve`: the states and how the solve went.
 
     Attributes
     ----------
     states
         ``(len(times), n_state)`` states; undefined (may be non-finite) when
-        ``result != 0``.
+        ``result != 0``, which only a call with ``throw=False`` returns.
     result
-        diffrax result code (``0`` = success); :func:`result_message` explains it.
+        Result code (``0`` = success); :func:`describe_result` explains it.
     num_steps
         Steps attempted (accepted + rejected).
     num_accepted_steps, num_rejected_steps
@@ -128,20 +130,6 @@ def _check_choice(name, value, allowed):
         raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
 
 
-def _validate_times(times):
-    try:
-        times_np = np.asarray(times, dtype=float)
-    except (TypeError, jax.errors.ConcretizationTypeError) as err:
-        raise ValueError("times must be concrete (not traced) numbers") from err
-    if times_np.ndim != 1 or times_np.size == 0:
-        raise ValueError(f"times must be a non-empty 1-D array, got shape {times_np.shape}")
-    if not np.all(np.isfinite(times_np)) or np.any(times_np < 0):
-        raise ValueError("times must be finite and >= 0")
-    if np.any(np.diff(times_np) < 0):
-        raise ValueError("times must be non-decreasing")
-    return times_np
-
-
 class _MatrixFreeChord(dfx.VeryChord):
     """diffrax's ``VeryChord`` with an iterative (matrix-free) linear solver.
 
@@ -154,7 +142,7 @@ class _MatrixFreeChord(dfx.VeryChord):
 
     def step(self, fn, y, args, options, state, tags):
         del options, tags
-        residual, aux = fn(y, args)
+        residual, fn_aux = fn(y, args)
         jac, linear_state = state.linear_state
         dynamic, static = eqx.partition(linear_state, eqx.is_array)
         linear_state = eqx.combine(jax.lax.stop_gradient(dynamic), static)
@@ -176,7 +164,7 @@ class _MatrixFreeChord(dfx.VeryChord):
                 state.step + 1,
             ),
         )
-        return new_y, new_state, aux
+        return new_y, new_state, fn_aux
 
 
 # Iteration cap of the unpreconditioned Krylov stage solves.  lineax's default
@@ -247,7 +235,6 @@ def _diffeqsolve(
     u0,
     pid,
     linear_solver,
-    throw,
 ):
     _check_choice("solver", solver, SOLVERS)
     adjoint = _resolve_adjoint(adjoint, solver)
@@ -260,7 +247,7 @@ def _diffeqsolve(
             f"fixed_step=True is for the explicit solvers {EXPLICIT_SOLVERS} (steps at the "
             f"stability limit); solver {solver!r} is implicit and needs adaptive steps"
         )
-    times_np = _validate_times(times)
+    times_np = check_times(times)
     u0 = model.u0 if u0 is None else jnp.asarray(u0)
     t1 = float(times_np[-1])
     dtype = u0.dtype
@@ -304,7 +291,7 @@ def _diffeqsolve(
         stepsize_controller=controller,
         adjoint=_make_adjoint(adjoint, solver_obj),
         max_steps=max_steps,
-        throw=throw,
+        throw=False,  # failures are reported (solve's throw), not raised by diffrax
     )
     states = sol.ys
     result = sol.result._value
@@ -351,12 +338,13 @@ def solve(
     u0=None,
     pid: tuple[float, float] = (0.3, 0.4),
     linear_solver: str = "gmres",
-):
-    """States of ``model`` at ``times`` from a diffrax ODE solve.
+    throw: bool = True,
+) -> ReferenceSolution:
+    """States of ``model`` at ``times`` from a diffrax ODE solve, with its statistics.
 
     Solves ``u'(t) = A(params) u(t) (+ b(params))``, ``u(0) = u0`` on
-    ``[0, max(times)]`` and returns the states at ``times``.  Differentiable with
-    respect to ``params`` and ``u0`` (reverse mode through the chosen adjoint).
+    ``[0, max(times)]``.  The states are differentiable with respect to
+    ``params`` and ``u0`` (reverse mode through the chosen adjoint).
 
     Parameters
     ----------
@@ -384,8 +372,8 @@ def solve(
         Explicit solvers only: take constant steps at the stability limit
         :func:`stability_step` instead of adaptive ones (``rtol``/``atol`` unused).
     max_steps
-        Step budget; running out is an error (:func:`solve`) or a result code
-        (:func:`solve_info`), never a silent truncation.
+        Step budget; running out is a failure (see ``throw``), never a silent
+        truncation.
     u0
         Initial state; defaults to ``model.u0``.
     pid
@@ -395,19 +383,27 @@ def solve(
     linear_solver
         ``"gmres"`` (restart 30) or ``"bicgstab"`` for the implicit method, at most
         600 iterations per stage solve (a failed stage solve rejects the step).
+    throw
+        ``True`` (default): a failed solve (step budget, minimum step, non-finite
+        state) raises.  ``False``: it returns, with the reason in
+        :attr:`ReferenceSolution.result` (for comparisons that report failures).
 
     Returns
     -------
-    Array
-        ``(len(times), n_state)``.
+    ReferenceSolution
+        ``states`` of shape ``(len(times), n_state)``, the result code and the
+        step statistics.
 
     Raises
     ------
     ReferenceSolveError
-        When diffrax stops early (step budget, minimum step) or the state is not
-        finite; the message gives the reason.
+        With ``throw=True``, when diffrax stops early or the state is not finite;
+        the message gives the reason.  Under ``jit`` the failure is an equinox
+        runtime error instead.
+    ValueError
+        For bad arguments (unknown solver, bad times, ...), whatever ``throw``.
     """
-    info = solve_info(
+    solution = _diffeqsolve(
         model,
         params,
         times,
@@ -421,58 +417,22 @@ def solve(
         pid=pid,
         linear_solver=linear_solver,
     )
+    if not throw:
+        return solution
     label = f"diffrax {solver} ({'fixed step' if fixed_step else f'rtol={rtol:g}'})"
-    if isinstance(info.result, jax.core.Tracer):
+    if isinstance(solution.result, jax.core.Tracer):
         # Under jit the code is not known here: equinox raises at run time.
-        return eqx.error_if(
-            info.states,
-            info.result != 0,
+        states = eqx.error_if(
+            solution.states,
+            solution.result != 0,
             f"{label} failed (max_steps reached or non-finite state); "
-            "pdeinv.reference.solve_info returns the reason",
+            "pdeinv.reference.solve(..., throw=False) returns the reason",
         )
-    code = int(np.asarray(info.result))
+        return solution._replace(states=states)
+    code = int(np.asarray(solution.result))
     if code != 0:
         raise ReferenceSolveError(f"{label} failed: {_message(code)}")
-    return info.states
-
-
-def solve_info(
-    model,
-    params,
-    times,
-    *,
-    solver: str = "tsit5",
-    rtol: float = 1e-10,
-    atol: float = 1e-12,
-    adjoint: str | None = None,
-    fixed_step: bool = False,
-    max_steps: int = 16384,
-    u0=None,
-    pid: tuple[float, float] = (0.3, 0.4),
-    linear_solver: str = "gmres",
-) -> ReferenceSolution:
-    """Like :func:`solve` but never raises on solver failure.
-
-    Returns a :class:`ReferenceSolution` with the states, the result code
-    (``0`` success; explain others with :func:`describe_result`) and step
-    statistics.  Argument errors (unknown solver, bad times) still raise
-    ``ValueError``.
-    """
-    return _diffeqsolve(
-        model,
-        params,
-        times,
-        solver=solver,
-        rtol=rtol,
-        atol=atol,
-        adjoint=adjoint,
-        fixed_step=fixed_step,
-        max_steps=max_steps,
-        u0=u0,
-        pid=pid,
-        linear_solver=linear_solver,
-        throw=False,
-    )
+    return solution
 
 
 def describe_result(code) -> str:

@@ -341,7 +341,7 @@ def test_step_budget_raises():
 
 
 def test_two_sided_gradient_accurate_where_discrete_adjoint_is_not():
-    # DESIGN.md section 4: for a stiff operator the exact derivative of the Krylov
+    # docs/design.md#the-discrete-adjoint: for a stiff operator the exact derivative of the Krylov
     # approximation can be far from the derivative of exp(tA)v although the value
     # is converged.  The default (two-sided) rule must stay within ~100 tol.
     params, v = diffusion_problem(60, 1e5, seed=3)

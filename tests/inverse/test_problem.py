@@ -155,7 +155,7 @@ def test_problem_validates_inputs():
             problem.model, problem.times, problem.parameters, problem.observation,
             problem.data[:, :3], 1.0, problem.regularizer,
         )  # fmt: skip
-    with pytest.raises(ValueError, match="times must be positive and increasing"):
+    with pytest.raises(ValueError, match="times must be finite, > 0 and increasing"):
         InverseProblem(
             problem.model, [0.02, 0.01, 0.03], problem.parameters, problem.observation,
             problem.data, 1.0, problem.regularizer,

@@ -62,7 +62,7 @@ def test_expm_small_general_matches_scipy(norm):
 
 
 def test_expm_small_exp_pm_10_6_entrywise():
-    # DESIGN.md section 8: jax.scipy.linalg.expm loses 7 digits here.
+    # docs/design.md#small-matrix-exponentials: jax.scipy.linalg.expm loses 7 digits here.
     x = np.diag([10.6, -10.6])
     got = np.diag(np.asarray(expm_small(jnp.asarray(x))))
     np.testing.assert_allclose(got, np.exp([10.6, -10.6]), rtol=1e-13)

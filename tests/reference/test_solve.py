@@ -57,7 +57,9 @@ EXPLICIT_CASES = [
 @pytest.mark.parametrize("name, solver", EXPLICIT_CASES)
 def test_explicit_adaptive_matches_dense_expm(name, solver):
     model = MODELS[name]()
-    states = reference.solve(model, model.params, TIMES, solver=solver, rtol=1e-11, atol=1e-13)
+    solution = reference.solve(model, model.params, TIMES, solver=solver, rtol=1e-11, atol=1e-13)
+    states = solution.states
+    assert isinstance(solution, reference.ReferenceSolution) and int(solution.result) == 0
     assert states.shape == (TIMES.size, model.num_states)
     assert _rel(states, _dense_states(model, model.params, TIMES)) < 1e-8
 
@@ -67,7 +69,9 @@ def test_explicit_adaptive_matches_dense_expm(name, solver):
 )
 def test_implicit_matches_dense_expm(name):
     model = MODELS[name]()
-    states = reference.solve(model, model.params, TIMES, solver="kvaerno5", rtol=1e-10, atol=1e-12)
+    states = reference.solve(
+        model, model.params, TIMES, solver="kvaerno5", rtol=1e-10, atol=1e-12
+    ).states
     assert _rel(states, _dense_states(model, model.params, TIMES)) < 1e-7
 
 
@@ -76,12 +80,12 @@ def test_implicit_matches_dense_expm(name):
 )
 def test_fixed_step_at_stability_limit(name):
     model = MODELS[name]()
-    info = reference.solve_info(model, model.params, TIMES, solver="tsit5", fixed_step=True)
-    assert int(info.result) == 0
+    solution = reference.solve(model, model.params, TIMES, solver="tsit5", fixed_step=True)
+    assert int(solution.result) == 0
     dt = float(reference.stability_step(model, model.params, "tsit5"))
-    assert int(info.num_steps) == int(np.ceil(TIMES[-1] / dt))
+    assert int(solution.num_steps) == int(np.ceil(TIMES[-1] / dt))
     # Stable (no blow-up) and reasonably accurate at the stability limit.
-    assert _rel(info.states, _dense_states(model, model.params, TIMES)) < 1e-4
+    assert _rel(solution.states, _dense_states(model, model.params, TIMES)) < 1e-4
 
 
 def _stability_radius(solver, angles):
@@ -125,12 +129,12 @@ def test_rhs_evaluation_count_matches_counting_matvec(solver, fixed_step):
     def run(m):
         return reference.solve(
             m, m.params, times, solver=solver, rtol=1e-8, atol=1e-10, fixed_step=fixed_step
-        )
+        ).states
 
-    info = reference.solve_info(
+    solution = reference.solve(
         model, model.params, times, solver=solver, rtol=1e-8, atol=1e-10, fixed_step=fixed_step
     )
-    assert reference.count_matvecs(run, model) == int(info.num_rhs_evaluations)
+    assert reference.count_matvecs(run, model) == int(solution.num_rhs_evaluations)
 
 
 def _avals(jaxpr, acc):
@@ -157,10 +161,11 @@ def test_implicit_solver_is_matrix_free():
 
     def loss(params):
         return jnp.sum(
-            reference.solve(model, params, times, solver="kvaerno5", rtol=1e-8, atol=1e-10) ** 2
+            reference.solve(model, params, times, solver="kvaerno5", rtol=1e-8, atol=1e-10).states
+            ** 2
         )
 
-    forward = jax.make_jaxpr(lambda p: reference.solve(model, p, times, solver="kvaerno5"))
+    forward = jax.make_jaxpr(lambda p: reference.solve(model, p, times, solver="kvaerno5").states)
     assert _square_shapes(forward(model.params), n) == []
     assert _square_shapes(jax.make_jaxpr(jax.grad(loss))(model.params), n) == []
 
@@ -228,7 +233,7 @@ def test_gradient_matches_finite_differences(name, solver, adjoint, fixed_step):
             fixed_step=fixed_step,
             rtol=1e-10,
             atol=1e-12,
-        )
+        ).states
         return 0.5 * jnp.sum((states - target) ** 2)
 
     grad = jax.jit(jax.grad(loss))(model.params)
@@ -244,7 +249,7 @@ def test_gradient_with_respect_to_initial_state():
     times = np.array([0.02])
 
     def loss(u0):
-        return jnp.sum(reference.solve(model, model.params, times, u0=u0) ** 2)
+        return jnp.sum(reference.solve(model, model.params, times, u0=u0).states ** 2)
 
     grad = jax.grad(loss)(model.u0)
     A = _toy.dense_operator(model, model.params)
@@ -260,7 +265,8 @@ def test_implicit_backsolve_gradient_matches_finite_differences():
 
     def loss(params):
         return jnp.sum(
-            reference.solve(model, params, times, solver="kvaerno5", rtol=1e-9, atol=1e-11) ** 2
+            reference.solve(model, params, times, solver="kvaerno5", rtol=1e-9, atol=1e-11).states
+            ** 2
         )
 
     grad = jax.jit(jax.grad(loss))(model.params)
@@ -277,34 +283,36 @@ def test_agrees_with_expm_multiply():
     for name in ["advection_diffusion", "affine_heat"]:
         model = MODELS[name]()
         times = np.array([0.01, 0.05])
-        ours = reference.solve(model, model.params, times, solver="dopri8", rtol=1e-12, atol=1e-14)
+        ours = reference.solve(
+            model, model.params, times, solver="dopri8", rtol=1e-12, atol=1e-14
+        ).states
         krylov = simulate(model, model.params, times, tol=1e-11)
         assert _rel(ours, krylov) < 1e-8, name
 
 
 def test_max_steps_is_reported_and_raised():
     model = _toy.heat_1d(16)
-    info = reference.solve_info(model, model.params, TIMES, max_steps=3)
-    assert int(info.result) != 0
-    assert "maximum number" in reference.describe_result(info.result).lower()
+    solution = reference.solve(model, model.params, TIMES, max_steps=3, throw=False)
+    assert int(solution.result) != 0
+    assert "maximum number" in reference.describe_result(solution.result).lower()
     with pytest.raises(reference.ReferenceSolveError, match="maximum number"):
         reference.solve(model, model.params, TIMES, max_steps=3)
     with pytest.raises(Exception, match="max_steps"):
-        jax.jit(lambda p: reference.solve(model, p, TIMES, max_steps=3))(model.params)
+        jax.jit(lambda p: reference.solve(model, p, TIMES, max_steps=3).states)(model.params)
 
 
 def test_non_finite_state_is_a_failure():
     model = _toy.heat_1d(16)
     bad = {"log_kappa": model.params["log_kappa"].at[3].set(jnp.nan)}
-    info = reference.solve_info(model, bad, TIMES, fixed_step=False, max_steps=50)
-    assert int(info.result) != 0
+    solution = reference.solve(model, bad, TIMES, fixed_step=False, max_steps=50, throw=False)
+    assert int(solution.result) != 0
     with pytest.raises(reference.ReferenceSolveError):
         reference.solve(model, bad, TIMES, max_steps=50)
 
 
 def test_time_zero_only():
     model = _toy.heat_1d(8)
-    states = reference.solve(model, model.params, np.array([0.0, 0.0]))
+    states = reference.solve(model, model.params, np.array([0.0, 0.0])).states
     np.testing.assert_array_equal(np.asarray(states), np.stack([model.u0, model.u0]))
 
 

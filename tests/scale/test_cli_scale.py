@@ -90,7 +90,10 @@ def test_experiments_config_keys():
 
 @pytest.mark.slow
 def test_heat_large_full_run(tmp_path):
-    """The documented run of examples/heat_large.yaml (numbers in the README, section "Scale")."""
+    """The documented run of examples/heat_large.yaml.
+
+    Its numbers are in docs/scale.md#the-large-example.
+    """
     out = tmp_path / "run"
     start = time.perf_counter()
     proc = run_cli(["fit", LARGE, "--out", out, "--quiet"], timeout=3600)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
-
-import equinox as eqx
 import numpy as np
 
 from ..discretize._fd import (

@@ -786,6 +786,27 @@ def _check_concrete(name, value, check, message):
     return True
 
 
+def _check_skew(matvec, v, params):
+    """ValueError if ``x^T A x != 0`` for ``x = v`` or a random ``x`` (concrete inputs only).
+
+    Under tracing the forward sweep checks every Krylov vector instead and
+    raises at run time (see :func:`~pdeinv.krylov._skew.skewness_tolerance`).
+    """
+    leaves = jax.tree_util.tree_leaves((v, params))
+    if any(isinstance(x, jax.core.Tracer) for x in leaves):
+        return
+    probe = np.random.default_rng(0).standard_normal(v.shape[0]).astype(v.dtype)
+    for x in (v, jnp.asarray(probe)):
+        ax = matvec(x, params)
+        scale = float(jnp.linalg.norm(x) * jnp.linalg.norm(ax))
+        if scale > 0 and abs(float(jnp.dot(x, ax))) > skewness_tolerance(v.dtype) * scale:
+            raise ValueError(
+                "method='skew-lanczos' needs a skew-symmetric operator (A^T = -A), but "
+                f"x^T A x = {float(jnp.dot(x, ax)):.3g} for a vector x with ||x|| ||A x|| = "
+                f"{scale:.3g}; use method='arnoldi' (or 'lanczos' for a symmetric A)"
+            )
+
+
 def _prepare(
     matvec,
     v,
@@ -848,6 +869,8 @@ def _prepare(
         bad_t = ~jnp.all(jnp.isfinite(ts)) | jnp.any(ts < 0) | jnp.any(jnp.diff(ts) < 0)
         ts = eqx.error_if(ts, bad_t, "expm_multiply: t must be finite, >= 0 and non-decreasing")
     v = check_finite(v, _WHERE)
+    if method == "skew-lanczos":
+        _check_skew(matvec, v, params)
     if reorthogonalize is None:
         reorthogonalize = method == "arnoldi"
     if method == "skew-lanczos" and reorthogonalize:

@@ -70,6 +70,11 @@ class Model:
         ``source(params) -> b(params)`` for affine systems, or ``None``.
     norm_bound
         ``norm_bound(params) -> upper bound of ||A(params)||_2`` (Gershgorin is fine).
+    spectral_bound
+        ``spectral_bound(params) -> upper bound of the spectral radius of
+        A(params)``, where it is much smaller than ``||A||_2`` and governs the
+        stability of explicit methods (the wave: ``sqrt(||L||)`` against
+        ``||L||``); ``None`` uses ``norm_bound``.
     krylov_form
         Optional :class:`KrylovForm`: the same ODE in variables where ``A`` has
         a structure (e.g. skew symmetry) that :func:`~pdeinv.models.simulate`
@@ -88,6 +93,7 @@ class Model:
     symmetric: bool
     source: Callable[[PyTree], Any] | None = None
     norm_bound: Callable[[PyTree], Any] | None = None
+    spectral_bound: Callable[[PyTree], Any] | None = None
     observe_fn: Callable[[Any], Any] | None = None
     state_from_field_fn: Callable[[Any], Any] | None = None
     krylov_form: KrylovForm | None = None
@@ -101,6 +107,12 @@ class Model:
         if self.norm_bound is None:
             raise NotImplementedError(f"model {self.name!r} has no norm bound")
         return self.norm_bound(params)
+
+    def spectral_radius_estimate(self, params: PyTree) -> Any:
+        """Upper bound of the spectral radius of ``A(params)`` (see ``spectral_bound``)."""
+        if self.spectral_bound is None:
+            return self.norm_estimate(params)
+        return self.spectral_bound(params)
 
     def rhs(self, t, y, params: PyTree):
         """Vector field ``A(params) y + b(params)`` in diffrax's ``(t, y, args)`` form."""

@@ -145,6 +145,8 @@ def wave_fd(
         symmetric=False,
         source=source,
         norm_bound=norm_bound,
+        # Eigenvalues +-i sqrt(lambda(-L)): the spectral radius is sqrt(||L||).
+        spectral_bound=lambda params: jnp.sqrt(norm_bound(params)),
         observe_fn=lambda states: states[..., :n],
         state_from_field_fn=lambda field: jnp.concatenate([field, jnp.zeros_like(field)], -1),
         krylov_form=krylov_form,

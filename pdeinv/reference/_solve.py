@@ -101,15 +101,17 @@ def result_message(code) -> str:
 
 
 def stability_step(model, params, solver: str = "tsit5"):
-    """Largest stable fixed step ``safety * c / ||A(params)||_2`` of an explicit method.
+    """Largest stable fixed step ``safety * c / rho`` of an explicit method.
 
     ``c`` is :data:`STABILITY_CONSTANTS` ``[solver]["real"]`` for symmetric
     models and ``["half_disc"]`` otherwise; ``safety`` is
-    :data:`STABILITY_SAFETY`; ``||A||_2`` is bounded by ``model.norm_estimate``.
+    :data:`STABILITY_SAFETY`; ``rho`` bounds the spectrum's radius
+    (``model.spectral_radius_estimate``: ``||A||_2`` unless the model knows
+    better, as the wave does).
     """
     _check_choice("solver", solver, EXPLICIT_SOLVERS)
     shape = "real" if model.symmetric else "half_disc"
-    norm = jax.lax.stop_gradient(jnp.asarray(model.norm_estimate(params)))
+    norm = jax.lax.stop_gradient(jnp.asarray(model.spectral_radius_estimate(params)))
     return STABILITY_SAFETY * STABILITY_CONSTANTS[solver][shape] / norm
 
 

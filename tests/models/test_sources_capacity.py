@@ -15,6 +15,7 @@ from pdeinv.models import (
     simulate,
     simulate_sources,
 )
+from pdeinv.models._sources import source_loads
 
 SOLVER = {"tol": 1e-10, "krylov_dim": 30}
 
@@ -106,6 +107,24 @@ def test_source_switched_on_and_off_matches_dense_reference():
     expected = reference(model, times, [(0, 0.02, zero), (0.02, 0.05, pulse), (0.05, 0.08, zero)])
     states = simulate_sources(model, params, times, **SOLVER)
     np.testing.assert_allclose(states, expected, rtol=1e-7, atol=1e-9)
+    y = jnp.zeros(model.num_states)  # diffrax's vector field switches at the same times
+    for t, b in ((0.01, zero), (0.02, pulse), (0.049, pulse), (0.05, zero)):
+        np.testing.assert_allclose(model.rhs(t, y, params), b, atol=1e-12)
+
+
+def test_volume_and_point_loads_integrate_to_the_rate():
+    mesh = structured_triangle_mesh(4, 3, upper=(2.0, 1.0))
+    loads = source_loads(
+        mesh, [VolumeSource(lambda x: x[:, 0], 3.0), PointSource((1.5, 0.5), -2.0, 1.0)],
+        kind="load",
+    )  # fmt: skip
+    assert set(loads) == {(0.0, None), (1.0, None)}
+    # int 3 x dx over [0, 2] x [0, 1] = 6 (lumped quadrature is exact for linear fields)
+    np.testing.assert_allclose(loads[0.0, None].sum(), 6.0, rtol=1e-12)
+    np.testing.assert_allclose(loads[1.0, None].sum(), -2.0, rtol=1e-12)
+    g = grid((4, 4), upper=(2.0, 1.0))
+    density = source_loads(g, [VolumeSource(2.0, 0.5)], kind="density")[0.0, None]
+    np.testing.assert_allclose(density, 1.0)
 
 
 @pytest.mark.slow

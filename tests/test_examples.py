@@ -17,6 +17,13 @@ SMALL = {
     "heat_mesh.yaml": ["optimizer.max_iter=3", "observations.sensors.count=16"],
     "wave.yaml": ["model.grid=[10, 10]", "optimizer.max_iter=2", "observations.times=[0.25, 0.5]"],
     "advection_diffusion.yaml": ["model.grid=[10, 10]", "optimizer.max_iter=3"],
+    # the Theis check of the same setup is tests/cli/test_pumping.py
+    "pumping_test.yaml": [
+        "model.grid=[12, 12]",
+        "parameterization.coarse_grid=[3, 3]",
+        "optimizer.max_iter=2",
+        "check.enabled=false",
+    ],
     # float64 here (the CLI would switch x64 off for this process); float32, several
     # devices and the full run are in tests/scale/test_cli_scale.py
     "heat_large.yaml": [

@@ -83,14 +83,29 @@ SCHEMA: dict[str, Any] = {
         ),
         "boundary": Option(
             "neumann",
-            "str",
-            "Homogeneous boundary condition on the whole boundary.",
+            "boundary",
+            "One homogeneous condition on the whole boundary, or a mapping per side "
+            "(grid: left/right/bottom/top/back/front or xmin/xmax/...; mesh: physical-group "
+            "names) to neumann/dirichlet or {dirichlet: value} / {neumann: du/dn} "
+            "(docs/sources.md).",
             choices=("neumann", "dirichlet", "periodic"),
+        ),
+        "capacity": Option(
+            1.0,
+            "number_or_expr",
+            "Capacity S in S u_t = div(K grad u) + q (heat capacity; storativity for "
+            "groundwater heads): a number > 0 or an expression in x, y, z (heat only).",
         ),
         "initial_condition": Option(
             "bumps", "expr", "Initial state u(0) (displacement for wave). " + FIELD_HELP
         ),
     },
+    "sources": Option(
+        [],
+        "sources",
+        "Sources (heat only): point {location: [x, y], rate: Q} or volume {field: EXPR, "
+        "rate: Q}, optional start [0] / stop [null]; rate > 0 injects (docs/sources.md).",
+    ),
     "truth": {
         "field": Option(
             "inclusion",
@@ -128,7 +143,8 @@ SCHEMA: dict[str, Any] = {
             None,
             "path",
             "`.npz` with `times` (T,), `observations` (T, M), optional `sensors` (M, dim) "
-            "(else full field, M = number of nodes), `sigma` (scalar or (T, M)), `truth` (nodes,).",
+            "(else full field, M = number of nodes), `sigma` (scalar or (T, M)), `truth` (nodes,); "
+            "or `.csv` with columns time, x, y[, z], value[, sigma] (docs/sources.md).",
             nullable=True,
         ),
     },
@@ -515,9 +531,134 @@ def _check_value(key: str, value: Any, option: Option, base: Path) -> Any:
         if len({len(r) for r in rows}) != 1:
             raise ConfigError(f"{key}: every point must have the same number of coordinates")
         value = rows
+    elif kind == "boundary":
+        value = _check_boundary(key, value, option)
+    elif kind == "number_or_expr":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = _as_float(key, value, option)
+            if value <= 0:
+                raise ConfigError(f"{key} must be > 0, got {value!r}")
+        elif not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"{key} must be a number or an expression, got {value!r}")
+    elif kind == "sources":
+        value = _check_sources(key, value)
     else:  # pragma: no cover - schema bug
         raise AssertionError(kind)
     return value
+
+
+_BOUNDARY_KINDS = ("dirichlet", "neumann", "periodic")
+_SOURCE_KEYS = ("location", "field", "rate", "start", "stop")
+
+
+def _check_boundary(key: str, value: Any, option: Option):
+    """A condition name, or a mapping side/tag -> name or {kind: number}."""
+    if isinstance(value, str):
+        if value not in option.choices:
+            raise ConfigError(
+                f"{key} must be one of {', '.join(option.choices)} or a mapping per side; got "
+                f"{value!r}" + _suggest(value, option.choices)
+            )
+        return value
+    if not isinstance(value, dict) or not value:
+        raise ConfigError(
+            f"{key} must be a condition name or a mapping like {{left: {{dirichlet: 1.0}}, "
+            f"right: neumann}}, got {value!r}"
+        )
+    out = {}
+    for side, spec in value.items():
+        where = f"{key}.{side}"
+        if isinstance(spec, str):
+            if spec not in _BOUNDARY_KINDS:
+                raise ConfigError(
+                    f"{where} must be one of {', '.join(_BOUNDARY_KINDS)}; got {spec!r}"
+                    + _suggest(spec, _BOUNDARY_KINDS)
+                )
+            out[str(side)] = spec
+            continue
+        if not isinstance(spec, dict) or len(spec) != 1:
+            raise ConfigError(
+                f"{where} must be dirichlet, neumann, periodic or a mapping with one entry "
+                f"like {{dirichlet: 1.0}}, got {spec!r}"
+            )
+        ((kind, number),) = spec.items()
+        if kind not in _BOUNDARY_KINDS:
+            raise ConfigError(
+                f"{where}: unknown condition {kind!r}" + _suggest(str(kind), _BOUNDARY_KINDS)
+            )
+        if kind == "periodic":
+            out[str(side)] = "periodic"
+            continue
+        out[str(side)] = {
+            kind: 0.0 if number is None else _as_float(f"{where}.{kind}", number, option)
+        }
+    return out
+
+
+def _check_sources(key: str, value: Any) -> list:
+    """The `sources` list: point {location, rate[, start, stop]} or volume {field, rate, ...}."""
+    if value is None:
+        return []
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list):
+        raise ConfigError(f"{key} must be a list of sources, got {value!r}")
+    out = []
+    for i, src in enumerate(value):
+        where = f"{key}[{i}]"
+        if not isinstance(src, dict):
+            raise ConfigError(
+                f"{where} must be a mapping like {{location: [x, y], rate: Q}}, got {src!r}"
+            )
+        for name in src:
+            if name not in _SOURCE_KEYS:
+                raise ConfigError(
+                    f"unknown key {where}.{name!r}" + _suggest(str(name), _SOURCE_KEYS)
+                )
+        if ("location" in src) == ("field" in src):
+            raise ConfigError(
+                f"{where} needs exactly one of location (point source) or field (volume source)"
+            )
+        if "rate" not in src:
+            raise ConfigError(f"{where}.rate must be set (rate > 0 injects, < 0 extracts)")
+        entry = {"rate": _finite(f"{where}.rate", src["rate"])}
+        if "location" in src:
+            location = src["location"]
+            if not isinstance(location, list) or not location:
+                raise ConfigError(f"{where}.location must be a list of coordinates [x, y(, z)]")
+            entry["location"] = [_finite(f"{where}.location", v) for v in location]
+        else:
+            field = src["field"]
+            if isinstance(field, (int, float)) and not isinstance(field, bool):
+                field = str(_finite(f"{where}.field", field))
+            if not isinstance(field, str) or not field.strip():
+                raise ConfigError(f"{where}.field must be an expression, got {field!r}")
+            entry["field"] = field
+        start = src.get("start", 0.0)
+        start = 0.0 if start is None else _finite(f"{where}.start", start)
+        if start < 0:
+            raise ConfigError(f"{where}.start must be >= 0, got {start!r}")
+        stop = src.get("stop")
+        if stop is not None:
+            stop = _finite(f"{where}.stop", stop)
+            if stop <= start:
+                raise ConfigError(f"{where}.stop must be > start = {start:g}, got {stop!r}")
+        entry["start"], entry["stop"] = start, stop
+        out.append(entry)
+    return out
+
+
+def _finite(key: str, value: Any) -> float:
+    if isinstance(value, bool):
+        raise ConfigError(f"{key} must be a finite number, got {value!r}")
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ConfigError(f"{key} must be a finite number, got {value!r}") from None
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{key} must be a finite number, got {value!r}")
+    return float(value)
 
 
 def _validate(config: dict, schema: dict, base: Path, prefix: str = "") -> None:
@@ -548,9 +689,10 @@ def _cross_check(config: dict) -> None:
     if any(b <= a for a, b in zip(times, times[1:], strict=False)):
         raise ConfigError(f"observations.times must be increasing, got {times}")
     if config["data"]["source"] == "file" and config["data"]["file"] is None:
-        raise ConfigError("data.file must name a .npz file when data.source = file")
+        raise ConfigError("data.file must name a .npz or .csv file when data.source = file")
     if model["boundary"] == "periodic" and model["mesh"] is not None:
         raise ConfigError("model.boundary = periodic needs a grid, not model.mesh")
+    _cross_check_sources(config)
     if config["dtype"] is not None:
         config["precision"] = config["dtype"]
     if config["data"]["source"] == "file" and (
@@ -559,6 +701,46 @@ def _cross_check(config: dict) -> None:
         raise ConfigError(
             "experiments need data.source = synthetic (data files hold one experiment)"
         )
+
+
+def _cross_check_sources(config: dict) -> None:
+    """Sources, capacity and per-side boundary data need heat; locations need dim entries."""
+    model = config["model"]
+    if model["pde"] != "heat":
+        if config["sources"]:
+            raise ConfigError(f"sources work with model.pde = heat only, got {model['pde']!r}")
+        if model["capacity"] != 1.0:
+            raise ConfigError(
+                f"model.capacity works with model.pde = heat only, got {model['pde']!r}"
+            )
+    if model["mesh"] is None:
+        from ..discretize._grid import side_aliases, side_names
+
+        dim = len(model["grid"])
+        if isinstance(model["boundary"], dict):
+            sides = [*side_names(dim), *side_aliases(dim), *"xyz"[:dim], "default"]
+            for side in model["boundary"]:
+                if side not in sides:
+                    raise ConfigError(
+                        f"model.boundary: unknown side {side!r}"
+                        + _suggest(side, sides)
+                        + f" (sides of a {dim}-D grid: {', '.join(sides)})"
+                    )
+        for i, src in enumerate(config["sources"]):
+            if "location" not in src:
+                continue
+            location = src["location"]
+            if len(location) != dim:
+                raise ConfigError(
+                    f"sources[{i}].location must have {dim} coordinates like model.grid, "
+                    f"got {location}"
+                )
+            lower, upper = model["lower"], model["upper"]
+            if any(not lo <= x <= hi for x, lo, hi in zip(location, lower, upper, strict=True)):
+                raise ConfigError(
+                    f"sources[{i}].location {location} lies outside the domain "
+                    f"[{lower}, {upper}] (model.lower, model.upper)"
+                )
 
 
 def resolve_config(raw: dict | None, overrides=(), *, base: str | os.PathLike = ".") -> dict:
@@ -633,6 +815,8 @@ def schema_markdown() -> str:
         )
         if option.choices:
             allowed = " \\| ".join(option.choices)
+            if option.kind == "boundary":
+                allowed += " or a mapping per side / tag"
         else:
             allowed = {
                 "int": "integer",
@@ -645,6 +829,9 @@ def schema_markdown() -> str:
                 "points": "list of points",
                 "expr": "field name or expression",
                 "exprs": "list of fields or expressions",
+                "boundary": "",
+                "number_or_expr": "number > 0 or expression",
+                "sources": "list of sources",
             }[option.kind]
             if option.positive:
                 allowed += " > 0"

@@ -79,21 +79,67 @@ def build_model(config: dict, space, params: dict, u0_field: np.ndarray, dtype) 
     from .. import models
 
     pde = config["model"]["pde"]
-    bc = config["model"]["boundary"]
+    bc = _boundary(config, space)
     u0 = jnp.asarray(u0_field, dtype)
     params = {k: jnp.asarray(v, dtype) for k, v in params.items()}
     if pde == "heat":
-        if config["model"]["mesh"] is not None:
-            dirichlet = None
-            if bc == "dirichlet":
-                from ..discretize import boundary_facets
-
-                dirichlet = np.unique(boundary_facets(space.cells, space.cell_type))
-            return models.heat_p1(space, params["log_kappa"], u0, dirichlet=dirichlet)
-        return models.heat_fd(space, params["log_kappa"], u0, bc=bc)
+        heat_options = {"capacity": _capacity(config, space), "sources": _sources(config, space)}
+        try:
+            if config["model"]["mesh"] is not None:
+                boundary = None if bc == "neumann" else bc
+                return models.heat_p1(
+                    space, params["log_kappa"], u0, boundary=boundary, **heat_options
+                )
+            return models.heat_fd(space, params["log_kappa"], u0, bc=bc, **heat_options)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
     if pde == "wave":
         return models.wave_fd(space, params["log_c"], u0, bc=bc)
     return models.advection_diffusion_fd(space, params["log_kappa"], params["velocity"], u0, bc=bc)
+
+
+def _boundary(config: dict, space):
+    """``model.boundary`` checked against the sides of the grid or the tags of the mesh."""
+    from ..discretize import boundary_conditions, mesh_boundary_conditions
+
+    bc = config["model"]["boundary"]
+    try:
+        if config["model"]["mesh"] is not None:
+            mesh_boundary_conditions(space, bc)
+            return bc
+        return boundary_conditions(space, bc)
+    except ValueError as err:
+        raise ConfigError(f"model.boundary: {err}") from None
+
+
+def _capacity(config: dict, space):
+    """Nodal capacity of ``model.capacity``, or ``None`` for the default 1."""
+    capacity = config["model"]["capacity"]
+    if isinstance(capacity, float):
+        return None if capacity == 1.0 else capacity
+    return _field(config, "model.capacity", capacity, space.points, positive=True)
+
+
+def _sources(config: dict, space) -> list:
+    """``sources`` as :class:`~pdeinv.models.PointSource` / ``VolumeSource`` objects."""
+    from ..models import PointSource, VolumeSource
+
+    out = []
+    for i, src in enumerate(config["sources"]):
+        times = {"start": src["start"], "stop": src["stop"]}
+        if "location" in src:
+            if len(src["location"]) != space.dim:
+                raise ConfigError(
+                    f"sources[{i}].location must have {space.dim} coordinates, got "
+                    f"{src['location']}"
+                )
+            out.append(PointSource(src["location"], src["rate"], **times))
+        else:
+            field = _field(
+                config, f"sources[{i}].field", src["field"], space.points, positive=False
+            )
+            out.append(VolumeSource(field, src["rate"], **times))
+    return out
 
 
 def _field_spec(config: dict, dim: int) -> inverse.FieldSpec:
@@ -157,6 +203,12 @@ def _parameterization(config: dict, space):
 
 
 def _load_data_file(path: str, space):
+    if path.lower().endswith(".csv"):
+        try:
+            data = inverse.read_sensor_csv(path, space)
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"data.file: {err}") from None
+        return data.times, data.values, data.sensors, data.sigma, None
     with np.load(path, allow_pickle=False) as npz:
         missing = [k for k in ("times", "observations") if k not in npz.files]
         if missing:
@@ -242,7 +294,7 @@ def build_experiment(config: dict, *, with_data: bool = True, devices=None) -> E
     if synthetic:
         true_params = {k: jnp.asarray(v, dtype) for k, v in build_params.items()}
         true_params = {**model.params, **true_params}
-        from ..models import simulate
+        from ..models import simulate_sources
 
         if multiple:
             from ..inverse._experiments import simulate_experiments
@@ -252,7 +304,7 @@ def build_experiment(config: dict, *, with_data: bool = True, devices=None) -> E
                 batch_size=config["experiments"]["batch_size"], **solver,
             )  # fmt: skip
         else:
-            states = simulate(model, true_params, jnp.asarray(times, dtype), **solver)
+            states = simulate_sources(model, true_params, np.asarray(times, dtype), **solver)
         clean = np.asarray(observation(model.observe(states)), dtype=float)
         data, sigma = inverse.add_noise(clean, config["noise"]["level"], seed=config["seed"])
     else:
@@ -523,6 +575,15 @@ def run_title(config: dict, experiment) -> str:
     )
 
 
+def _data_sigma(problem):
+    """Per-datum sigma ``(T, M)`` when it varies (e.g. from a CSV file), else ``None``."""
+    sigma = np.asarray(problem.sigma, dtype=float)
+    data = np.asarray(problem.data)
+    if sigma.ndim == 0 or data.ndim != 2:
+        return None
+    return np.broadcast_to(sigma, data.shape).copy()
+
+
 def write_fit_folder(folder: Path, experiment, outcome, metrics) -> None:
     """config.yaml, metrics.json, result.npz, fields.vtu and the figures."""
     config = experiment.config
@@ -547,6 +608,7 @@ def write_fit_folder(folder: Path, experiment, outcome, metrics) -> None:
         if experiment.observation_kind == "sensors"
         else None,
         "noise_sigma": np.asarray(np.mean(problem.sigma)),
+        "data_sigma": _data_sigma(problem),
         "misfit_target": np.asarray(problem.num_observations / 2.0),
         "stage_starts": outcome.stage_starts,
         "x": outcome.result.x,

@@ -28,6 +28,8 @@ from ._grid import Neumann as Neumann
 from ._grid import Periodic as Periodic
 from ._grid import boundary_conditions as boundary_conditions
 from ._grid import grid as grid
+from ._grid import side_aliases as side_aliases
+from ._grid import side_names as side_names
 from ._mesh import boundary_facets as boundary_facets
 from ._mesh import read_mesh as read_mesh
 from ._mesh import space_to_meshio as space_to_meshio
@@ -35,4 +37,9 @@ from ._mesh import structured_tetra_mesh as structured_tetra_mesh
 from ._mesh import structured_triangle_mesh as structured_triangle_mesh
 from ._mesh import tagged_facets as tagged_facets
 from ._mesh import write_mesh as write_mesh
+from ._mesh_boundary import MeshBoundary as MeshBoundary
+from ._mesh_boundary import mesh_boundary_conditions as mesh_boundary_conditions
+from ._sources import grid_point_source as grid_point_source
+from ._sources import locate_simplex as locate_simplex
+from ._sources import p1_point_load as p1_point_load
 from ._space import Space as Space

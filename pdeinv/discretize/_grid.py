@@ -17,6 +17,7 @@ conditions, and under Neumann conditions ``1^T A = 0`` exactly (mass conservatio
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import itertools
 from collections.abc import Callable, Mapping
 
@@ -31,6 +32,24 @@ _CELL_TYPE_BY_DIM = {1: "line", 2: "quad", 3: "hexahedron"}
 def side_names(dim: int) -> tuple[str, ...]:
     """Names of the box faces of a ``dim``-dimensional grid: ``xmin, xmax, ymin, ...``."""
     return tuple(f"{a}{end}" for a in AXIS_NAMES[:dim] for end in ("min", "max"))
+
+
+#: Everyday names of the box faces (as in :func:`~pdeinv.discretize.structured_triangle_mesh`):
+#: left/right = x, bottom/top = y, back/front = z.
+SIDE_ALIASES = {
+    "left": "xmin",
+    "right": "xmax",
+    "bottom": "ymin",
+    "top": "ymax",
+    "back": "zmin",
+    "front": "zmax",
+}
+
+
+def side_aliases(dim: int) -> dict[str, str]:
+    """The entries of :data:`SIDE_ALIASES` that name a face of a ``dim``-D grid."""
+    names = side_names(dim)
+    return {alias: side for alias, side in SIDE_ALIASES.items() if side in names}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -264,9 +283,12 @@ def boundary_conditions(space, bc="neumann") -> BoundaryConditions:
     bc
         One of ``"dirichlet"``, ``"neumann"``, ``"periodic"`` or a :class:`Dirichlet` /
         :class:`Neumann` / :class:`Periodic` object for every face; or a mapping whose
-        keys are face names (``"xmin"``, ``"xmax"``, ``"ymin"``, ...), axis names
-        (``"x"``: both faces of that axis) or ``"default"``, and whose values are such
-        specifications.  A :class:`BoundaryConditions` is returned unchanged.
+        keys are face names (``"xmin"``, ``"xmax"``, ``"ymin"``, ...; or ``"left"``,
+        ``"right"``, ``"bottom"``, ``"top"``, ``"back"``, ``"front"``, see
+        :data:`SIDE_ALIASES`), axis names (``"x"``: both faces of that axis) or
+        ``"default"``, and whose values are such specifications or one-entry mappings
+        ``{"dirichlet": value}`` / ``{"neumann": value}`` (the form of a YAML config).
+        A :class:`BoundaryConditions` is returned unchanged.
 
     Returns
     -------
@@ -278,10 +300,21 @@ def boundary_conditions(space, bc="neumann") -> BoundaryConditions:
     dim = g.dim
     names = side_names(dim)
     if isinstance(bc, Mapping):
-        allowed = set(names) | set(AXIS_NAMES[:dim]) | {"default"}
-        unknown = set(bc) - allowed
-        if unknown:
-            raise ValueError(f"bc keys must be among {sorted(allowed)}, got {sorted(unknown)}")
+        aliases = side_aliases(dim)
+        allowed = list(names) + list(aliases) + list(AXIS_NAMES[:dim]) + ["default"]
+        for key in bc:
+            if key not in allowed:
+                close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.5)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ValueError(
+                    f"unknown side {key!r}{hint} (sides of this {dim}-D grid: {', '.join(allowed)})"
+                )
+        bc = dict(bc)
+        for alias, side in aliases.items():
+            if alias in bc:
+                if side in bc:
+                    raise ValueError(f"side {side!r} is given twice (as {alias!r} and {side!r})")
+                bc[side] = bc.pop(alias)
         spec = {}
         for name in names:
             if name in bc:
@@ -309,10 +342,14 @@ def boundary_conditions(space, bc="neumann") -> BoundaryConditions:
 
 
 def _normalise_side(spec, name, g: Grid) -> _Side:
+    if isinstance(spec, Mapping):
+        spec = _from_mapping(spec, f"bc for side {name!r}")
     if isinstance(spec, str):
         if spec.lower() not in _BC_NAMES:
+            close = difflib.get_close_matches(spec.lower(), list(_BC_NAMES), n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ValueError(
-                f"bc for side {name!r} must be one of {sorted(_BC_NAMES)}, got {spec!r}"
+                f"bc for side {name!r} must be one of {sorted(_BC_NAMES)}, got {spec!r}{hint}"
             )
         spec = _BC_NAMES[spec.lower()]()
     if isinstance(spec, Periodic):
@@ -337,3 +374,26 @@ def _normalise_side(spec, name, g: Grid) -> _Side:
             f"got shape {value.shape}"
         ) from None
     return _Side(kind, None if not np.any(value) else value)
+
+
+def _from_mapping(spec: Mapping, where: str):
+    """``{"dirichlet": value}`` / ``{"neumann": value}`` / ``{"periodic": None}`` -> object."""
+    if len(spec) != 1:
+        raise ValueError(
+            f"{where} must be a name or a mapping with one of {sorted(_BC_NAMES)}, got {dict(spec)}"
+        )
+    ((kind, value),) = spec.items()
+    kind = str(kind).lower()
+    if kind not in _BC_NAMES:
+        close = difflib.get_close_matches(kind, list(_BC_NAMES), n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"{where}: unknown condition {kind!r}{hint}")
+    if kind == "periodic":
+        return Periodic()
+    if value is None:
+        value = 0.0
+    if not callable(value):
+        array = np.asarray(value, dtype=float)
+        if not np.all(np.isfinite(array)):
+            raise ValueError(f"{where}: the {kind} value must be finite, got {value!r}")
+    return _BC_NAMES[kind](value)

@@ -11,7 +11,9 @@ from ._geometry import interpolation_weights as interpolation_weights
 from ._geometry import simplex_geometry as simplex_geometry
 from ._observations import FullField as FullField
 from ._observations import PointSensors as PointSensors
+from ._observations import SensorData as SensorData
 from ._observations import add_noise as add_noise
+from ._observations import read_sensor_csv as read_sensor_csv
 from ._observations import sensor_layout as sensor_layout
 from ._optimize import LBFGSB as LBFGSB
 from ._optimize import Adam as Adam

@@ -56,7 +56,7 @@ def simulate_experiments(model: Model, params, times, initial_states, *, batch_s
     **solver
         Options of :func:`pdeinv.expm_multiply` (``tol``, ``krylov_dim``, ...).
     """
-    from ..models import simulate
+    from ..models import simulate_sources as simulate
 
     initial_states = jnp.asarray(initial_states)
     if initial_states.ndim != 2 or initial_states.shape[1] != model.num_states:

@@ -17,9 +17,10 @@ from ._parameterization import ParameterMap
 
 
 def _default_forward(model, params, times, **solver):
-    from ..models import simulate
+    # simulate_sources is simulate, restarted where sources switch on or off
+    from ..models import simulate_sources
 
-    return simulate(model, params, times, **solver)
+    return simulate_sources(model, params, times, **solver)
 
 
 class RegularizedObjective:

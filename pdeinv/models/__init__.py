@@ -8,6 +8,10 @@ from ._initial import smooth_random_field as smooth_random_field
 from ._initial import sum_of_sines as sum_of_sines
 from ._model import KrylovForm as KrylovForm
 from ._model import Model as Model
+from ._model import TimedSource as TimedSource
 from ._simulate import simulate as simulate
 from ._simulate import simulate_info as simulate_info
+from ._sources import PointSource as PointSource
+from ._sources import VolumeSource as VolumeSource
+from ._sources import simulate_sources as simulate_sources
 from ._wave import wave_fd as wave_fd

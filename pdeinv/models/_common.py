@@ -50,3 +50,11 @@ def optional_forcing(source, space):
     if not np.any(np.asarray(f)):
         return None
     return f
+
+
+def positive_field(value, space, name: str) -> np.ndarray:
+    """``value`` as a flat float64 NumPy nodal array that is finite and ``> 0`` everywhere."""
+    field = np.asarray(nodal_field(value, space, name), dtype=float)
+    if not np.all(np.isfinite(field)) or np.any(field <= 0):
+        raise ValueError(f"{name} must be finite and > 0 at every node")
+    return field

@@ -48,6 +48,32 @@ class KrylovForm:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
+class TimedSource:
+    """A source term in state coordinates that is on for ``start <= t < stop``.
+
+    Parameters
+    ----------
+    vector
+        ``vector(params) -> (n_state,)`` contribution to ``b(params)`` while on.
+    start
+        Switch-on time ``>= 0``.
+    stop
+        Switch-off time ``> start``, or ``None`` (on until the end).
+    """
+
+    vector: Callable[[PyTree], Any]
+    start: float = 0.0
+    stop: float | None = None
+
+    def active(self, t):
+        """Whether the source is on at time ``t`` (traceable)."""
+        on = t >= self.start
+        if self.stop is not None:
+            on = on & (t < self.stop)
+        return on
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
 class Model:
     """A semi-discrete linear PDE ``u'(t) = A(params) u(t) + b(params)``.
 
@@ -83,6 +109,11 @@ class Model:
         Maps between the state vector and the physical nodal field (identity
         when ``None``).  For the first-order wave system the field is the
         displacement; for a mass-lumped P1 model it undoes the ``M^{1/2}`` scaling.
+    timed_sources
+        Sources switched on and off in time, :class:`TimedSource` entries: each adds
+        its ``vector(params)`` to ``b`` while ``start <= t < stop``.  ``source``
+        holds only the always-on part; solve such models with
+        :func:`pdeinv.models.simulate_sources`, which restarts at every switch time.
     """
 
     name: str
@@ -97,6 +128,7 @@ class Model:
     observe_fn: Callable[[Any], Any] | None = None
     state_from_field_fn: Callable[[Any], Any] | None = None
     krylov_form: KrylovForm | None = None
+    timed_sources: tuple[TimedSource, ...] = ()
 
     @property
     def num_states(self) -> int:
@@ -119,6 +151,9 @@ class Model:
         dy = self.matvec(y, params)
         if self.source is not None:
             dy = dy + self.source(params)
+        for timed in self.timed_sources:
+            active = timed.active(t)
+            dy = dy + jnp.where(active, 1.0, 0.0).astype(dy.dtype) * timed.vector(params)
         return dy
 
     def observe(self, states):

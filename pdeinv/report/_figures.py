@@ -195,7 +195,7 @@ def draw_convergence(result, path):
 
 
 def draw_fit(result, path):
-    """Observed vs predicted: time slices (full field) or sensor scatter."""
+    """Observed vs predicted: time slices (full field) or per-sensor time series."""
     plt = _pyplot()
     times = np.asarray(result["times"], dtype=float)
     observed = np.asarray(result["observations"], dtype=float)
@@ -227,6 +227,9 @@ def draw_fit(result, path):
         fig.savefig(path, dpi=110)
         plt.close(fig)
         return
+    if str(result.get("observation_kind", "")) == "sensors":
+        _draw_sensor_series(result, path, times, observed, predicted, label)
+        return
     else:
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
         cmap = plt.get_cmap("viridis")
@@ -256,6 +259,63 @@ def draw_fit(result, path):
         axes[1].set_ylabel("density")
         axes[1].set_title("Residuals")
         fig.suptitle("Data fit")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+#: Sensors drawn as curves in fit.png (evenly picked when there are more).
+MAX_SENSOR_CURVES = 8
+
+
+def _draw_sensor_series(result, path, times, observed, predicted, label):
+    """Per-sensor curves over time (e.g. drawdown curves) and residuals in units of sigma."""
+    plt = _pyplot()
+    num_sensors = observed.shape[1]
+    show = np.unique(
+        np.linspace(0, num_sensors - 1, min(num_sensors, MAX_SENSOR_CURVES)).round().astype(int)
+    )
+    locations = result.get("sensor_locations")
+    sigma = result.get("data_sigma", result.get("noise_sigma"))
+    sigma = None if sigma is None else np.broadcast_to(np.asarray(sigma, float), observed.shape)
+    log_time = times[0] > 0 and times[-1] / times[0] >= 20
+    fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.8))
+    for k, j in enumerate(show):
+        color = f"C{k % 10}"
+        name = f"sensor {j}"
+        if locations is not None and np.ndim(locations) == 2 and j < len(locations):
+            name += " (" + ", ".join(f"{c:.3g}" for c in np.asarray(locations)[j]) + ")"
+        axes[0].plot(times, observed[:, j], "o", ms=4, color=color, label=name)
+        axes[0].plot(times, predicted[:, j], "-", lw=1.3, color=color)
+        if sigma is not None and np.all(sigma[:, j] > 0):
+            residual = (observed[:, j] - predicted[:, j]) / sigma[:, j]
+        else:
+            residual = observed[:, j] - predicted[:, j]
+        axes[1].plot(times, residual, "o-", ms=4, lw=0.8, color=color)
+    axes[0].plot([], [], "ko", ms=4, label="observed")
+    axes[0].plot([], [], "k-", lw=1.3, label=label)
+    axes[0].set_xlabel("time")
+    axes[0].set_ylabel("u at the sensor")
+    shown = "" if len(show) == num_sensors else f" ({len(show)} of {num_sensors})"
+    axes[0].set_title(f"Sensor time series: observed vs {label}{shown}")
+    axes[0].legend(fontsize=7, ncol=2)
+    scaled = sigma is not None and np.all(sigma > 0)
+    if scaled:
+        for level, style in ((1, "--"), (2, ":")):
+            for sign in (-1, 1):
+                axes[1].axhline(sign * level, color="gray", ls=style, lw=0.8)
+        axes[1].set_ylabel("residual / σ (observed − predicted)")
+        axes[1].set_title("Residuals in units of the noise σ (±1σ dashed, ±2σ dotted)")
+    else:
+        axes[1].set_ylabel("residual (observed − predicted)")
+        axes[1].set_title("Residuals")
+    axes[1].axhline(0.0, color="k", lw=0.8)
+    axes[1].set_xlabel("time")
+    for ax in axes:
+        if log_time:
+            ax.set_xscale("log")
+        ax.grid(True, which="both", alpha=0.3)
+    fig.suptitle("Data fit at the sensors")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

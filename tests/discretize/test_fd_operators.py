@@ -83,8 +83,8 @@ def test_boundary_condition_errors():
         boundary_conditions(g, {"xmin": "periodic", "default": "neumann"})
     with pytest.raises(ValueError, match="no condition for side"):
         boundary_conditions(g, {"x": "neumann"})
-    with pytest.raises(ValueError, match="bc keys"):
-        boundary_conditions(g, {"left": "neumann", "default": "neumann"})
+    with pytest.raises(ValueError, match="unknown side 'lft'; did you mean 'left'"):
+        boundary_conditions(g, {"lft": "neumann", "default": "neumann"})
     with pytest.raises(ValueError, match="face shape"):
         boundary_conditions(g, Dirichlet(np.ones(3)))
     with pytest.raises(ValueError, match="mean"):

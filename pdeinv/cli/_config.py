@@ -39,7 +39,7 @@ class Option:
 
 
 FIELD_HELP = (
-    "Built-in field (constant, inclusion, blobs, layered, bumps) or an expression in "
+    "Built-in field (constant, inclusion, blobs, layered, bumps, random) or an expression in "
     "x, y, z, r with + - * / ** and sin cos exp log sqrt abs tanh minimum maximum where ..."
 )
 
@@ -62,9 +62,17 @@ SCHEMA: dict[str, Any] = {
         "pde": Option(
             "heat",
             "str",
-            "PDE: heat `u_t = div(kappa grad u)`, wave `u_tt = div(c^2 grad u)` (first-order "
-            "form), advection_diffusion `u_t = div(kappa grad u) - v . grad u`.",
+            "PDE: heat `u_t = div(kappa grad u)`, wave `u_tt = div(c^2 grad u)` (see "
+            "`model.wave_form`; solved in velocity-stress form), advection_diffusion "
+            "`u_t = div(kappa grad u) - v . grad u`.",
             choices=("heat", "wave", "advection_diffusion"),
+        ),
+        "wave_form": Option(
+            "divergence",
+            "str",
+            "Wave operator: `divergence` div(c^2 grad u) (conservative) or `nondivergence` "
+            "c^2 lap u (the seed paper's case study); wave only.",
+            choices=("divergence", "nondivergence"),
         ),
         "grid": Option(
             [32, 32],
@@ -122,7 +130,10 @@ SCHEMA: dict[str, Any] = {
             [0.6, 0.4], "floats", "Inclusion centre, relative to the bounding box (0..1)."
         ),
         "radius": Option(
-            0.15, "float", "Inclusion / blob radius relative to the box.", positive=True
+            0.15,
+            "float",
+            "Inclusion / blob radius, or correlation length of `random`, relative to the box.",
+            positive=True,
         ),
         "smooth_amplitude": Option(
             0.3, "float", "Relative amplitude of the smooth variation of `inclusion`.", minimum=0.0
@@ -706,6 +717,8 @@ def _cross_check(config: dict) -> None:
 def _cross_check_sources(config: dict) -> None:
     """Sources, capacity and per-side boundary data need heat; locations need dim entries."""
     model = config["model"]
+    if model["pde"] != "wave" and model["wave_form"] != "divergence":
+        raise ConfigError(f"model.wave_form works with model.pde = wave only, got {model['pde']!r}")
     if model["pde"] != "heat":
         if config["sources"]:
             raise ConfigError(f"sources work with model.pde = heat only, got {model['pde']!r}")

@@ -94,7 +94,7 @@ def build_model(config: dict, space, params: dict, u0_field: np.ndarray, dtype) 
         except ValueError as err:
             raise ConfigError(str(err)) from None
     if pde == "wave":
-        return models.wave_fd(space, params["log_c"], u0, bc=bc)
+        return models.wave_fd(space, params["log_c"], u0, bc=bc, form=config["model"]["wave_form"])
     return models.advection_diffusion_fd(space, params["log_kappa"], params["velocity"], u0, bc=bc)
 
 

@@ -509,9 +509,7 @@ def face_gradient(space, bc="neumann", *, mean: str = "harmonic") -> FaceGradien
         parts = []
         for axis in range(g.dim):
             n, h, pair = shape[axis], g.spacing[axis], bcs.sides[axis]
-            interior = jnp.sqrt(
-                _face_mean(_slice(K, 0, n - 1, axis), _slice(K, 1, n, axis), mean)
-            )
+            interior = jnp.sqrt(_face_mean(_slice(K, 0, n - 1, axis), _slice(K, 1, n, axis), mean))
             lo, hi = _boundary_kappa(K, axis, pair, mean)
             if pair[0].kind == "periodic":
                 hi = jnp.sqrt(hi)

@@ -141,8 +141,10 @@ def two_sided_block(forward: KrylovPropagator, backward: KrylovPropagator, c_sta
         # Eigenvalues -i w_f and -i w_b: the integral of
         # exp(r lf + (sigma - r) lb) is sigma exp(sigma lb) phi_1(sigma (lf - lb)).
         lb = -1j * sigma * backward.freqs[None, :]
-        divided = sigma * jnp.exp(lb) * phi1_imaginary(
-            -sigma * (forward.freqs[:, None] - backward.freqs[None, :])
+        divided = (
+            sigma
+            * jnp.exp(lb)
+            * phi1_imaginary(-sigma * (forward.freqs[:, None] - backward.freqs[None, :]))
         )
         cf = jnp.conj(forward.evecs).T @ c_start
         m = forward.evecs @ ((cf[:, None] * backward.first[None, :]) * divided) @ backward.evecs.T

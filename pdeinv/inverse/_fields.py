@@ -1,6 +1,7 @@
 """Coefficient and initial-condition fields on node coordinates.
 
-Built-in shapes (``constant``, ``inclusion``, ``blobs``, ``layered``, ``bumps``)
+Built-in shapes (``constant``, ``inclusion``, ``blobs``, ``layered``, ``bumps``,
+``random``)
 and user expressions in ``x, y, z`` evaluated by a restricted evaluator: the
 expression is parsed with :mod:`ast` and only numbers, the coordinates, named
 constants, arithmetic, comparisons and a fixed list of numpy functions are
@@ -15,7 +16,7 @@ import operator
 
 import numpy as np
 
-BUILTIN_FIELDS = ("constant", "inclusion", "blobs", "layered", "bumps")
+BUILTIN_FIELDS = ("constant", "inclusion", "blobs", "layered", "bumps", "random")
 
 _FUNCTIONS = {
     "sin": np.sin,
@@ -172,14 +173,18 @@ def make_field(kind: str, points: np.ndarray, spec: FieldSpec | None = None, *, 
     Parameters
     ----------
     kind
-        One of ``constant, inclusion, blobs, layered, bumps`` or an expression
-        accepted by :func:`evaluate_expression`.
+        One of ``constant, inclusion, blobs, layered, bumps, random`` or an
+        expression accepted by :func:`evaluate_expression`.  ``random`` is a
+        smooth random field, ``background * contrast^tanh(g)`` with ``g`` a
+        seeded sample of a unit-variance squared-exponential Gaussian process of
+        correlation length ``radius`` (random Fourier features): positive,
+        between ``background / contrast`` and ``background * contrast``.
     points
         Node coordinates ``(num_nodes, dim)``.
     spec
         Shape parameters of the built-in fields.
     seed
-        Seed for the random positions of ``blobs``.
+        Seed for the random positions of ``blobs`` and the sample of ``random``.
 
     Returns
     -------
@@ -220,6 +225,14 @@ def make_field(kind: str, points: np.ndarray, spec: FieldSpec | None = None, *, 
             field += amplitude * np.exp(-np.sum((xi - c) ** 2, axis=1) / (2 * spec.radius**2))
         # log-space blobs keep the field positive: values between b/contrast and b*contrast.
         return b * np.exp(np.log(spec.contrast) * np.clip(field, -1.0, 1.0))
+    if kind == "random":
+        rng = np.random.default_rng(seed)
+        num = 512
+        freqs = rng.standard_normal((num, dim)) / spec.radius
+        phases = rng.uniform(0.0, 2 * np.pi, num)
+        weights = rng.standard_normal(num)
+        sample = np.sqrt(2.0 / num) * (np.cos(xi @ freqs.T + phases) @ weights)
+        return b * np.exp(np.log(spec.contrast) * np.tanh(sample))
     if kind == "layered":
         layer = np.minimum((xi[:, -1] * spec.num_features).astype(int), spec.num_features - 1)
         return np.where(layer % 2 == 0, b, b * spec.contrast)

@@ -58,9 +58,7 @@ def test_until_stops_early_and_matches_the_full_process():
     a = _skew(n, seed=3)
     v = jnp.asarray(np.random.default_rng(4).standard_normal(n))
     full, _ = skew_lanczos_iteration(lambda x: a @ x, v, k)
-    (short, _), size = skew_lanczos_until(
-        lambda x: a @ x, v, k, 5, lambda h, size, res: size >= 10
-    )
+    (short, _), size = skew_lanczos_until(lambda x: a @ x, v, k, 5, lambda h, size, res: size >= 10)
     assert int(size) == 10
     np.testing.assert_allclose(short.basis[:10], full.basis[:10], atol=1e-12)
     np.testing.assert_array_equal(np.asarray(short.basis[10:]), 0.0)

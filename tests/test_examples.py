@@ -16,6 +16,13 @@ SMALL = {
     "heat.yaml": ["model.grid=[10, 10]", "optimizer.max_iter=3", "check.enabled=false"],
     "heat_mesh.yaml": ["optimizer.max_iter=3", "observations.sensors.count=16"],
     "wave.yaml": ["model.grid=[10, 10]", "optimizer.max_iter=2", "observations.times=[0.25, 0.5]"],
+    "wave_paper.yaml": [
+        "model.grid=[12, 12]",
+        "parameterization.coarse_grid=[3, 3]",
+        "optimizer.max_iter=2",
+        "observations.times=[0.5, 1.0]",
+        "check.enabled=false",
+    ],
     "advection_diffusion.yaml": ["model.grid=[10, 10]", "optimizer.max_iter=3"],
     # the Theis check of the same setup is tests/cli/test_pumping.py
     "pumping_test.yaml": [

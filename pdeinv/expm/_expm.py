@@ -966,8 +966,16 @@ def expm_multiply(
         Relative accuracy target of the value and of the reverse-mode gradient
         (with respect to ``v`` and every leaf of ``params``).
     method
-        ``"arnoldi"`` (general ``A``) or ``"lanczos"`` (``A`` symmetric: the
-        caller asserts it; three-term recurrence, ``A^T = A`` in the adjoint).
+        ``"arnoldi"`` (general ``A``), ``"lanczos"`` (``A`` symmetric: the
+        caller asserts it; three-term recurrence, ``A^T = A`` in the adjoint) or
+        ``"skew-lanczos"`` (``A^T = -A``, e.g. a conservative wave system in
+        energy variables: two-term recurrence, ``exp(t A)`` orthogonal, ``-A`` in
+        the adjoint).  ``"skew-lanczos"`` checks its assumption: concrete inputs
+        are probed (``x^T A x`` for ``x = v`` and one random vector) and a
+        ``ValueError`` is raised before any solve; under ``jit`` the forward
+        sweep measures ``q^T A q`` on every Krylov vector and raises at run time
+        when it exceeds ``sqrt(eps) max ||A q||``.  It supports neither
+        ``reorthogonalize=True`` nor ``gradient="discrete"``.
     krylov_dim
         Krylov dimension per step (clipped to ``n``).
     gradient

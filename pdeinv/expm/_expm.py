@@ -44,7 +44,7 @@ from ..krylov._common import (
     transpose_matvec,
 )
 from ..krylov._lanczos import lanczos_iteration, lanczos_until
-from ._small import KrylovPropagator, trajectory_basis, two_sided_block
+from ._small import KrylovPropagator, _svd, trajectory_basis, two_sided_block
 
 PyTree = Any
 
@@ -664,7 +664,7 @@ def _low_rank_cotangent(matvec, params, m, basis_f, basis_b, rank_tol):
 
 def _singular_pairs(m, rank_tol):
     """``(U^T, S W^T, count)`` of ``M = U S W^T``, ``count`` pairs above ``rank_tol * S_0``."""
-    u, svals, wt = jnp.linalg.svd(m, full_matrices=False)
+    u, svals, wt = _svd(m)
     keep = jnp.sum(svals > rank_tol * svals[0])
     return u.T, svals[:, None] * wt, keep
 

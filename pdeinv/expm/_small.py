@@ -19,7 +19,12 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from ..krylov._common import one_at_a_time_on_cpu
 from ..krylov._dense import expm_small
+
+# Batched LAPACK deadlocks inside loops on CPU (see one_at_a_time_on_cpu).
+_eigh = one_at_a_time_on_cpu(lambda h: tuple(jnp.linalg.eigh(h)))
+_svd = one_at_a_time_on_cpu(lambda m: tuple(jnp.linalg.svd(m, full_matrices=False)))
 
 
 def phi1(x):
@@ -56,7 +61,7 @@ class KrylovPropagator:
         self.k = hessenberg.shape[0]
         self.last = self.k - 1 if size is None else size - 1
         if symmetric:
-            self.evals, self.evecs = jnp.linalg.eigh(hessenberg)
+            self.evals, self.evecs = _eigh(hessenberg)
 
     def coefficients(self, s):
         """Return ``(exp(s H) e1, err(s))`` with ``err`` the absolute error estimate."""
@@ -181,5 +186,5 @@ def trajectory_basis(prop: KrylovPropagator, tau, rank: int):
     sub-step is checked there (the quadrature matrix must lie in their span);
     the miss only predicts it.
     """
-    left, svals, _ = jnp.linalg.svd(trajectory_samples(prop, tau), full_matrices=False)
+    left, svals, _ = _svd(trajectory_samples(prop, tau))
     return left[:, :rank], svals[rank] / svals[0]

@@ -223,3 +223,41 @@ _PARAMS_CHUNK = 16
 # single ones on XLA:CPU (measured on 128^2 heat: 1 pair 53 us, 2 pairs 200 us,
 # 4 pairs 257 us).
 _COUNT_CHUNK = 1
+
+
+def one_at_a_time_on_cpu(fn: Callable) -> Callable:
+    """``fn`` whose ``vmap`` runs the batch one element at a time on CPU.
+
+    For the small LAPACK calls of the solvers (``solve``, ``eigh``, ``svd``).
+    jaxlib's CPU LAPACK kernels split a batch of 64 or more matrices over XLA's
+    intra-op thread pool and block the calling thread until those tasks finish.
+    Inside a ``while_loop`` the calling thread is itself one of the pool's
+    workers, so once every worker waits on such a batch no one is left to run
+    the tasks: the program deadlocks at 0 % CPU (measured with jaxlib 0.10.2 on
+    2 cores: ``vmap`` of ``expm_multiply`` over 64 or more start vectors never
+    returned; gdb shows the workers in ``jax::ParallelBatchMap`` of ``dgetrf``).
+    Under ``vmap`` this wrapper lowers to a ``lax.map`` over unbatched calls on
+    CPU (no pool tasks; the batched kernel would also loop over the matrices
+    one by one) and to the batched call on every other platform.  ``fn`` must
+    take and return arrays (or tuples of arrays) and is never differentiated
+    through this wrapper (all call sites sit inside ``custom_vjp`` rules).
+    """
+    wrapped = jax.custom_batching.custom_vmap(fn)
+
+    @wrapped.def_vmap
+    def _rule(axis_size, in_batched, *args):
+        args = [
+            x if batched else jnp.broadcast_to(x, (axis_size, *jnp.shape(x)))
+            for x, batched in zip(args, in_batched, strict=True)
+        ]
+
+        def one_at_a_time(*xs):
+            return jax.lax.map(lambda x: wrapped(*x), xs)
+
+        def together(*xs):
+            return jax.vmap(fn)(*xs)
+
+        out = jax.lax.platform_dependent(*args, cpu=one_at_a_time, default=together)
+        return out, jax.tree.map(lambda _: True, out)
+
+    return wrapped

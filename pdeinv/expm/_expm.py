@@ -38,6 +38,7 @@ from jax import lax
 from ..krylov._arnoldi import arnoldi_iteration, arnoldi_until
 from ..krylov._common import (
     check_finite,
+    check_finite_params,
     check_matvec,
     check_vector,
     params_cotangent_low_rank,
@@ -801,6 +802,7 @@ def _prepare(
         bad_t = ~jnp.all(jnp.isfinite(ts)) | jnp.any(ts < 0) | jnp.any(jnp.diff(ts) < 0)
         ts = eqx.error_if(ts, bad_t, "expm_multiply: t must be finite, >= 0 and non-decreasing")
     v = check_finite(v, _WHERE)
+    params = check_finite_params(params, _WHERE)
     if reorthogonalize is None:
         reorthogonalize = method == "arnoldi"
     k = int(min(krylov_dim, n))
@@ -822,7 +824,7 @@ def _prepare(
         trajectory_slots=slots,
         trajectory_rank=rank,
     )
-    return cfg, v, ts, jnp.asarray(tol, v.dtype), scalar_t
+    return cfg, v, ts, jnp.asarray(tol, v.dtype), scalar_t, params
 
 
 # Compiled once per (config, matvec): a matvec passed as the same function object
@@ -831,7 +833,7 @@ _expm_core_jit = jax.jit(_expm_core, static_argnums=(0, 1))
 
 
 def _call(matvec, v, params, t, options):
-    cfg, v, ts, tol, scalar_t = _prepare(matvec, v, params, t, **options)
+    cfg, v, ts, tol, scalar_t, params = _prepare(matvec, v, params, t, **options)
     # Values matvec closes over (possibly tracers being differentiated) become
     # explicit arguments, so that their gradients are not silently dropped.
     closed, consts = jax.closure_convert(matvec, v, params)

@@ -261,3 +261,35 @@ def one_at_a_time_on_cpu(fn: Callable) -> Callable:
         return out, jax.tree.map(lambda _: True, out)
 
     return wrapped
+
+
+def check_finite_params(params: Any, where: str) -> Any:
+    """ValueError naming the leaf for concrete non-finite ``params``; a runtime error under jit.
+
+    Checked before any solve: a NaN coefficient would otherwise surface only as
+    a failed step-size search deep inside the solver.
+    """
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+    checked = []
+    for path, leaf in leaves:
+        name = "params" + jax.tree_util.keystr(path)
+        if isinstance(leaf, jax.core.Tracer):
+            if jnp.issubdtype(leaf.dtype, jnp.inexact):
+                leaf = eqx.error_if(
+                    leaf,
+                    ~jnp.all(jnp.isfinite(leaf)),
+                    f"{where}: `{name}` contains non-finite values (NaN or inf).",
+                )
+        elif isinstance(leaf, (jax.Array, np.ndarray, float, complex, np.inexact)):
+            values = np.asarray(leaf)
+            if jnp.issubdtype(values.dtype, jnp.inexact):
+                bad = ~np.isfinite(values)
+                if bad.any():
+                    first = np.unravel_index(int(np.argmax(bad)), values.shape) if values.ndim else ()
+                    at = f" (first at index {tuple(int(i) for i in first)})" if first else ""
+                    raise ValueError(
+                        f"{where}: `{name}` contains {int(bad.sum())} non-finite value(s) "
+                        f"(NaN or inf){at}."
+                    )
+        checked.append(leaf)
+    return jax.tree_util.tree_unflatten(treedef, checked)

@@ -165,7 +165,9 @@ SCHEMA: dict[str, Any] = {
         "level": Option(
             0.01,
             "float",
-            "Gaussian noise standard deviation relative to the RMS of the clean data.",
+            "Gaussian noise standard deviation relative to the RMS of the clean data. "
+            "0: exact synthetic data, and the misfit is scaled by sigma = RMS of the clean "
+            "data (a floor: sigma is never 0).",
             minimum=0.0,
         ),
     },
@@ -332,6 +334,14 @@ SCHEMA: dict[str, Any] = {
     "output": {
         "vtu": Option(True, "bool", "Write fields.vtu (ParaView)."),
         "figures": Option(True, "bool", "Draw kappa.png, convergence.png, fit.png."),
+        "checkpoint_every_s": Option(
+            60.0,
+            "float",
+            "During `fit`, refresh result.npz (best iterate, history) and metrics.json "
+            "(status running) at most this often, so a killed run loses at most this "
+            "much; `fit --resume RUN_DIR` continues from it. 0 = after every iteration.",
+            minimum=0.0,
+        ),
     },
 }
 

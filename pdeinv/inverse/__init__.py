@@ -14,8 +14,8 @@ from ._observations import PointSensors as PointSensors
 from ._observations import add_noise as add_noise
 from ._observations import sensor_layout as sensor_layout
 from ._optimize import LBFGSB as LBFGSB
-from ._optimize import Adam as Adam
 from ._optimize import STATUS_NAMES as STATUS_NAMES
+from ._optimize import Adam as Adam
 from ._optimize import IterationInfo as IterationInfo
 from ._optimize import OptimizeResult as OptimizeResult
 from ._optimize import minimize as minimize

@@ -143,8 +143,7 @@ def _evaluate_start(evaluate, x):
         ) from err
     if not np.isfinite(value) or not np.all(np.isfinite(grad)):
         raise RuntimeError(
-            f"the objective or its gradient is not finite at the starting point "
-            f"(objective {value})"
+            f"the objective or its gradient is not finite at the starting point (objective {value})"
         )
     return value, misfit, grad
 

@@ -285,7 +285,7 @@ def check_finite_params(params: Any, where: str) -> Any:
             if jnp.issubdtype(values.dtype, jnp.inexact):
                 bad = ~np.isfinite(values)
                 if bad.any():
-                    first = np.unravel_index(int(np.argmax(bad)), values.shape) if values.ndim else ()
+                    first = np.unravel_index(int(np.argmax(bad)), values.shape)
                     at = f" (first at index {tuple(int(i) for i in first)})" if first else ""
                     raise ValueError(
                         f"{where}: `{name}` contains {int(bad.sum())} non-finite value(s) "

@@ -409,7 +409,8 @@ def parse_override(text: str) -> tuple[str, Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as err:
-        raise ConfigError(f"cannot parse the value of override {key!r}: {err}") from None
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"cannot parse the value of override {key!r}: {problem}") from None
     return key, value
 
 
@@ -445,9 +446,21 @@ def _as_float(key, value, option):
             value = float(value)  # YAML 1.1 reads 1e-3 as a string
         except ValueError:
             raise ConfigError(f"{key} must be a number, got {value!r}") from None
+    if isinstance(value, int) and not _fits_float(value):
+        raise ConfigError(
+            f"{key} must be a finite number, got an integer of {len(str(value))} digits"
+        )
     if not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ConfigError(f"{key} must be a finite number, got {value!r}")
     return float(value)
+
+
+def _fits_float(value: int) -> bool:
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
 
 
 def _check_number(key, value, option):

@@ -57,6 +57,8 @@ def _resume_arguments(args):
     from ._robust import previous_run
 
     overrides = list(args.overrides or [])
+    if args.out is not None or args.force:
+        raise ConfigError("--out/--force do not go with --resume: RUN_DIR is updated in place")
     if args.config is not None:
         if "=" not in args.config:
             raise ConfigError(

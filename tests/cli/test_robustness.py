@@ -58,8 +58,9 @@ def test_sigint_writes_the_run_folder_then_resume_continues(tmp_path):
     config.write_text(SMALL)
     out = tmp_path / "run"
     proc = _start_fit(str(config), "--out", str(out))
-    _wait_for_iteration(proc)
+    setup = "".join(_wait_for_iteration(proc))
     proc.send_signal(signal.SIGINT)
+    assert "planned memory of one gradient: " in setup
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr[-2000:]
     assert "SIGINT: stopping after the current evaluation" in stderr
@@ -117,6 +118,38 @@ def test_kill_9_loses_at_most_one_checkpoint_interval_and_resumes(tmp_path):
     _, stderr = proc.communicate(timeout=180)
     assert proc.returncode == 0, stderr[-2000:]
     assert report.read_metrics(out)["resumed_from_status"] == ["running"]
+
+
+def test_resume_errors_are_one_line(tmp_path, capsys):
+    missing = tmp_path / "nowhere"
+    assert main(["fit", "--resume", str(missing)]) == 1
+    assert "--resume: run folder not found" in capsys.readouterr().err
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "config.yaml").write_text("model: {grid: [8, 8]}\n")
+    assert main(["fit", "--resume", str(folder)]) == 1
+    assert "holds no result.npz yet" in capsys.readouterr().err
+    assert main(["fit", "--resume", str(folder), "--out", str(tmp_path / "x")]) == 1
+    assert "--out/--force do not go with --resume" in capsys.readouterr().err
+    assert main(["fit", str(folder / "config.yaml"), "--resume", str(folder)]) == 1
+    assert "give either CONFIG.yaml or --resume RUN_DIR" in capsys.readouterr().err
+    assert main(["fit"]) == 1
+    assert "fit needs CONFIG.yaml (or --resume RUN_DIR)" in capsys.readouterr().err
+    data = _data_file(tmp_path)
+    (folder / "config.yaml").write_text(
+        f"model: {{grid: [9, 9]}}\ndata: {{source: file, file: {data}}}\n"
+    )
+    report.write_result(folder, {"x": np.zeros(3)})
+    assert main(["fit", "--resume", str(folder)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (
+        "error: --resume: the run folder's iterate has 3 entries but this config has 81 "
+        "unknowns (parameterization changed?)"
+    )
+    assert report.read_metrics(folder) == {
+        "name": "config", "status": "failed", "error": err[len("error: "):],
+        "resumed_from_status": ["unknown"],
+    }  # fmt: skip
 
 
 def test_sigterm_and_second_signal(monkeypatch):

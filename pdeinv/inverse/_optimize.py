@@ -282,6 +282,7 @@ def _lbfgsb(evaluate, x0, dtype, options, history):
         if key not in cache:
             num_evaluations += 1
             cache.clear()
+            ok = True
             if num_evaluations == 1:
                 value, misfit, grad = _evaluate_start(evaluate, jnp.asarray(x, dtype))
             else:
@@ -291,7 +292,10 @@ def _lbfgsb(evaluate, x0, dtype, options, history):
                     # reports false convergence after a +inf trial; a large finite
                     # value with zero slope makes its line search interpolate back.
                     value = _FAILED_FACTOR * (1.0 + largest[0])
-            largest[0] = max(largest[0], abs(value)) if np.isfinite(misfit) else largest[0]
+            if ok:
+                largest[0] = max(largest[0], abs(value))
+            else:
+                misfit = np.inf  # marks the point as failed (see the end of the fit)
             cache[key] = (value, misfit, grad)
         value, _, grad = cache[key]
         return value, grad

@@ -38,12 +38,12 @@ SCRIPT = textwrap.dedent(
     predict = lambda m: jnp.ravel(problem.predict(m))
     jac = jax.jacrev(predict)(x)
     assert jac.shape == (128, 16), jac.shape
-    # Rows against single (unbatched) VJPs.
-    _, vjp = jax.vjp(predict, x)
-    for row in (0, 77, 127):
-        single = vjp(jnp.zeros(128).at[row].set(1.0))[0]
-        err = np.linalg.norm(jac[row] - single) / np.linalg.norm(single)
-        assert err < 1e-10, (row, err)
+    assert np.all(np.isfinite(jac)) and np.linalg.norm(jac) > 0
+    # Insulated (Neumann) heat conserves the sum of the nodal values whatever kappa
+    # is, so at every time the rows of the Jacobian sum to zero (batched against
+    # single gradients is tests/scale/test_batch.py's job).
+    sums = jac.reshape(8, 16, 16).sum(axis=1)
+    assert np.max(np.abs(sums)) < 1e-7 * np.max(np.abs(jac)), np.max(np.abs(sums))
     print("ok", flush=True)
     """
 )

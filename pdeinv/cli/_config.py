@@ -192,7 +192,9 @@ SCHEMA: dict[str, Any] = {
         "level": Option(
             0.01,
             "float",
-            "Gaussian noise standard deviation relative to the RMS of the clean data.",
+            "Gaussian noise standard deviation relative to the RMS of the clean data. "
+            "0: exact synthetic data, and the misfit is scaled by sigma = RMS of the clean "
+            "data (a floor: sigma is never 0).",
             minimum=0.0,
         ),
     },
@@ -360,6 +362,14 @@ SCHEMA: dict[str, Any] = {
     "output": {
         "vtu": Option(True, "bool", "Write fields.vtu (ParaView)."),
         "figures": Option(True, "bool", "Draw kappa.png, convergence.png, fit.png."),
+        "checkpoint_every_s": Option(
+            60.0,
+            "float",
+            "During `fit`, refresh result.npz (best iterate, history) and metrics.json "
+            "(status running) at most this often, so a killed run loses at most this "
+            "much; `fit --resume RUN_DIR` continues from it. 0 = after every iteration.",
+            minimum=0.0,
+        ),
     },
 }
 
@@ -427,7 +437,8 @@ def parse_override(text: str) -> tuple[str, Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as err:
-        raise ConfigError(f"cannot parse the value of override {key!r}: {err}") from None
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"cannot parse the value of override {key!r}: {problem}") from None
     return key, value
 
 
@@ -463,9 +474,21 @@ def _as_float(key, value, option):
             value = float(value)  # YAML 1.1 reads 1e-3 as a string
         except ValueError:
             raise ConfigError(f"{key} must be a number, got {value!r}") from None
+    if isinstance(value, int) and not _fits_float(value):
+        raise ConfigError(
+            f"{key} must be a finite number, got an integer of {len(str(value))} digits"
+        )
     if not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ConfigError(f"{key} must be a finite number, got {value!r}")
     return float(value)
+
+
+def _fits_float(value: int) -> bool:
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
 
 
 def _check_number(key, value, option):

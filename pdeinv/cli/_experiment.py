@@ -230,7 +230,41 @@ def _load_data_file(path: str, space):
     truth = content.get("truth")
     if truth is not None and truth.shape != (space.num_nodes,):
         raise ConfigError(f"data.file: truth must have shape ({space.num_nodes},)")
-    return times, observations, sensors, content.get("sigma"), truth
+    sigma = content.get("sigma")
+    for name, values in (("times", times), ("observations", observations),
+                         ("sigma", sigma), ("sensors", sensors), ("truth", truth)):  # fmt: skip
+        if values is not None:
+            _check_finite_data(name, values)
+    if sigma is not None and np.any(np.asarray(sigma, dtype=float) <= 0):
+        raise ConfigError("data.file: sigma must be > 0 everywhere (it divides the misfit)")
+    if truth is not None and np.any(np.asarray(truth, dtype=float) <= 0):
+        raise ConfigError("data.file: truth (the coefficient) must be > 0 at every node")
+    return times, observations, sensors, sigma, truth
+
+
+def _check_finite_data(name: str, values) -> None:
+    """ConfigError naming the array, the count and the first non-finite entry."""
+    try:
+        values = np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        raise ConfigError(f"data.file: {name} must hold numbers") from None
+    bad = ~np.isfinite(values)
+    count = int(bad.sum())
+    if not count:
+        return
+    where = ""
+    if values.ndim:
+        first = np.unravel_index(int(np.argmax(bad)), values.shape)
+        labels = {
+            "observations": ("time index", "column"),
+            "sigma": ("time index", "column"),
+            "sensors": ("sensor", "coordinate"),
+        }.get(name, ("index",))
+        where = ", ".join(f"{label} {i}" for label, i in zip(labels, first, strict=False))
+        where = f" (first at {where})"
+    plural = "value" if count == 1 else "values"
+    verb = "holds" if name == "sigma" else "hold"
+    raise ConfigError(f"data.file: {name} {verb} {count} non-finite {plural}{where}")
 
 
 def build_experiment(config: dict, *, with_data: bool = True, devices=None) -> Experiment:
@@ -400,32 +434,59 @@ class FitOutcome:
     fit_time_s: float
 
 
-def fit_experiment(experiment: Experiment, *, callback=None, on_weight=None) -> FitOutcome:
-    """Run the optimiser (fixed weight or Morozov sweep) and evaluate the fit."""
+def fit_experiment(
+    experiment: Experiment,
+    *,
+    callback=None,
+    on_weight=None,
+    stop=None,
+    checkpoint=None,
+    x0=None,
+    previous_history=None,
+) -> FitOutcome:
+    """Run the optimiser (fixed weight or Morozov sweep) and evaluate the fit.
+
+    ``stop`` and ``checkpoint`` go to :func:`pdeinv.inverse.minimize`.  ``x0``
+    (default the experiment's start) and ``previous_history`` continue a
+    resumed run: the new history is appended to the previous one.
+    """
+    from ._robust import join_histories
+
     config = experiment.config
     problem = experiment.problem
     start = time.perf_counter()
     reg = config["regularization"]
+    x0 = experiment.x0 if x0 is None else x0
     morozov = None
     if reg["choose_weight"] == "morozov":
         morozov = inverse.fit_morozov(
             problem,
-            experiment.x0,
+            x0,
             reg["morozov_weights"],
             experiment.optimizer,
             tau=reg["morozov_tau"],
             callback=callback,
             on_weight=on_weight,
+            stop=stop,
+            checkpoint=checkpoint,
         )
         result, weight = morozov.result, morozov.weight
         histories = [r.history for r in morozov.results]
     else:
-        result = inverse.fit(problem, experiment.x0, experiment.optimizer, callback=callback)
+        result = inverse.fit(
+            problem, x0, experiment.optimizer, callback=callback, stop=stop,
+            checkpoint=checkpoint,
+        )  # fmt: skip
         weight = problem.weight
         histories = [result.history]
     fit_time = time.perf_counter() - start
     history = {k: np.concatenate([h[k] for h in histories]) for k in histories[0]}
     stage_starts = np.cumsum([0] + [len(h["objective"]) for h in histories[:-1]])
+    if previous_history:
+        offset = len(next(iter(previous_history.values()))) - 1
+        history = join_histories(previous_history, history)
+        stage_starts = stage_starts + offset
+        stage_starts[0] = 0
     x = jnp.asarray(result.x)
     params = problem.parameters.to_params(x)
     states = np.asarray(problem.states(x))
@@ -537,6 +598,7 @@ def fit_metrics(experiment, outcome, *, diffrax_check, check_time_s, statistics,
         objective=result.fun,
         iterations=result.iterations,
         num_evaluations=result.num_evaluations,
+        status=inverse.STATUS_NAMES[result.status],
         optimizer_status=result.status,
         optimizer_message=result.message,
         regularization_weight=outcome.weight,

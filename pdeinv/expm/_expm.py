@@ -38,6 +38,7 @@ from jax import lax
 from ..krylov._arnoldi import ArnoldiDecomposition, arnoldi_iteration, arnoldi_until
 from ..krylov._common import (
     check_finite,
+    check_finite_params,
     check_matvec,
     check_vector,
     params_cotangent,
@@ -46,7 +47,7 @@ from ..krylov._common import (
 )
 from ..krylov._lanczos import lanczos_iteration, lanczos_until
 from ..krylov._skew import skew_lanczos_iteration, skew_lanczos_until, skewness_tolerance
-from ._small import KrylovPropagator, trajectory_basis, two_sided_block
+from ._small import KrylovPropagator, _svd, trajectory_basis, two_sided_block
 
 PyTree = Any
 
@@ -711,7 +712,7 @@ def _low_rank_cotangent(matvec, params, m, basis_f, basis_b, rank_tol):
 
 def _singular_pairs(m, rank_tol):
     """``(U^T, S W^T, count)`` of ``M = U S W^T``, ``count`` pairs above ``rank_tol * S_0``."""
-    u, svals, wt = jnp.linalg.svd(m, full_matrices=False)
+    u, svals, wt = _svd(m)
     keep = jnp.sum(svals > rank_tol * svals[0])
     return u.T, svals[:, None] * wt, keep
 
@@ -869,6 +870,7 @@ def _prepare(
         bad_t = ~jnp.all(jnp.isfinite(ts)) | jnp.any(ts < 0) | jnp.any(jnp.diff(ts) < 0)
         ts = eqx.error_if(ts, bad_t, "expm_multiply: t must be finite, >= 0 and non-decreasing")
     v = check_finite(v, _WHERE)
+    params = check_finite_params(params, _WHERE)
     if method == "skew-lanczos":
         _check_skew(matvec, v, params)
     if reorthogonalize is None:
@@ -899,7 +901,7 @@ def _prepare(
         trajectory_slots=slots,
         trajectory_rank=rank,
     )
-    return cfg, v, ts, jnp.asarray(tol, v.dtype), scalar_t
+    return cfg, v, ts, jnp.asarray(tol, v.dtype), scalar_t, params
 
 
 # Compiled once per (config, matvec): a matvec passed as the same function object
@@ -908,7 +910,7 @@ _expm_core_jit = jax.jit(_expm_core, static_argnums=(0, 1))
 
 
 def _call(matvec, v, params, t, options):
-    cfg, v, ts, tol, scalar_t = _prepare(matvec, v, params, t, **options)
+    cfg, v, ts, tol, scalar_t, params = _prepare(matvec, v, params, t, **options)
     # Values matvec closes over (possibly tracers being differentiated) become
     # explicit arguments, so that their gradients are not silently dropped.
     closed, consts = jax.closure_convert(matvec, v, params)

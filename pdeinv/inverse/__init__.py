@@ -16,6 +16,7 @@ from ._observations import add_noise as add_noise
 from ._observations import read_sensor_csv as read_sensor_csv
 from ._observations import sensor_layout as sensor_layout
 from ._optimize import LBFGSB as LBFGSB
+from ._optimize import STATUS_NAMES as STATUS_NAMES
 from ._optimize import Adam as Adam
 from ._optimize import IterationInfo as IterationInfo
 from ._optimize import OptimizeResult as OptimizeResult

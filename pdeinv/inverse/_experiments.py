@@ -78,13 +78,11 @@ def simulate_experiments(model: Model, params, times, initial_states, *, batch_s
 def default_batch_size(num_experiments: int, platform: str | None = None) -> int:
     """Experiments per ``vmap`` batch when none is given.
 
-    All of them on accelerators.  On CPU one at a time: under ``vmap`` the
-    Lanczos step's small symmetric eigenproblems become one batched LAPACK
-    ``syevd`` call, which jaxlib (0.10) splits over the same intra-op thread
-    pool that runs it; two such calls running concurrently on a pool with few
-    threads wait on each other for ever (observed on a 2-core machine; gdb shows
-    both pool threads in ``ParallelBatchMap``).  On CPU batching also gains little.
-    Pass ``batch_size`` explicitly to batch on CPU anyway.
+    All of them on accelerators.  On CPU one at a time: batching gains little
+    there (the small LAPACK calls of a batched solve run one matrix at a time,
+    see :func:`pdeinv.krylov._common.one_at_a_time_on_cpu`, which also removed
+    the deadlock of batched LAPACK calls that once made this default
+    necessary).  Pass ``batch_size`` explicitly to batch on CPU anyway.
     """
     platform = jax.default_backend() if platform is None else platform
     return 1 if platform == "cpu" else int(num_experiments)

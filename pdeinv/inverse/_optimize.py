@@ -32,7 +32,10 @@ class IterationInfo(NamedTuple):
 class OptimizeResult(NamedTuple):
     """Outcome of :func:`minimize`.
 
-    ``status``: 0 converged, 1 iteration limit, 2 other stop (line search, NaN).
+    ``status``: 0 converged, 1 iteration limit, 2 other stop (line search, NaN,
+    no trial point that can be evaluated), 3 interrupted (``stop`` returned true;
+    ``x`` is then the best iterate so far).  :data:`STATUS_NAMES` maps them to
+    the words ``metrics.json`` uses.
     ``history``: arrays ``objective, grad_norm, misfit, step, elapsed`` per
     iteration, entry 0 being the starting point.
     """
@@ -46,6 +49,18 @@ class OptimizeResult(NamedTuple):
     success: bool
     message: str
     history: dict
+
+
+STATUS_NAMES = {0: "converged", 1: "max_iter", 2: "failed", 3: "interrupted"}
+# Objective L-BFGS-B is shown at a trial point that cannot be evaluated, relative
+# to the largest finite one seen (see _lbfgsb).
+_FAILED_FACTOR = 1e3
+# Step halvings Adam tries when a trial point cannot be evaluated.
+_ADAM_BACKTRACKS = 12
+
+
+class _Interrupted(Exception):
+    """Raised inside an evaluation when ``stop()`` asks the optimiser to end."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,10 +97,12 @@ def _value_and_grad(objective):
     return jax.jit(jax.value_and_grad(objective, has_aux=True))
 
 
-def _compile(objective, args):
+def _compile(objective, args, stop=None):
     value_and_grad = _value_and_grad(objective)
 
     def evaluate(x):
+        if stop is not None and stop():
+            raise _Interrupted
         (value, misfit), grad = value_and_grad(x, *args)
         value, misfit = float(value), float(misfit)
         grad = np.asarray(grad, dtype=float)
@@ -94,13 +111,71 @@ def _compile(objective, args):
     return evaluate
 
 
+def _evaluate_trial(evaluate, x, like):
+    """``evaluate(x)``, with a failed solve or a non-finite result as ``(+inf, inf, 0)``.
+
+    A trial point of a line search or an optimiser step can lie where the
+    forward solve gives up (step budget exhausted, non-finite state, no step
+    size meeting the tolerance: equinox runtime errors) or where the objective
+    or its gradient overflows.  Reporting ``+inf`` makes L-BFGS-B's line search
+    and Adam's step control step back instead of ending the fit.
+    """
+    try:
+        value, misfit, grad = evaluate(x)
+    except Exception as err:  # noqa: BLE001 - filtered just below
+        if not _is_solver_failure(err):
+            raise
+        return np.inf, np.inf, np.zeros(np.shape(like)), False
+    if not (np.isfinite(value) and np.all(np.isfinite(grad))):
+        return np.inf, misfit, np.zeros_like(grad), False
+    return value, misfit, grad, True
+
+
+def _evaluate_start(evaluate, x):
+    """The starting point must evaluate: there is nothing to step back to."""
+    try:
+        value, misfit, grad = evaluate(x)
+    except Exception as err:
+        if not _is_solver_failure(err):
+            raise
+        raise RuntimeError(
+            "the forward solve fails at the starting point: " + _first_message(err)
+        ) from err
+    if not np.isfinite(value) or not np.all(np.isfinite(grad)):
+        raise RuntimeError(
+            f"the objective or its gradient is not finite at the starting point (objective {value})"
+        )
+    return value, misfit, grad
+
+
+def _is_solver_failure(err: Exception) -> bool:
+    """A runtime check inside the compiled objective fired (solver gave up, bad value).
+
+    Such checks (``equinox.error_if``) surface as ``JaxRuntimeError`` or, for
+    some call paths of jaxlib, as a ``ValueError`` carrying the XLA callback
+    text; both name ``EquinoxRuntimeError``.
+    """
+    return isinstance(err, jax.errors.JaxRuntimeError) or "EquinoxRuntimeError" in str(err)
+
+
+def _first_message(err) -> str:
+    """The solver's own sentence inside a JAX runtime error (equinox check)."""
+    for line in str(err).splitlines():
+        if "EquinoxRuntimeError:" in line:
+            return line.split("EquinoxRuntimeError:", 1)[1].strip()
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 class _History:
-    def __init__(self, callback):
+    def __init__(self, callback, checkpoint=None):
         self.rows = []
         self.callback = callback
+        self.checkpoint = checkpoint
         self.start = time.perf_counter()
+        self.best = None  # (objective, x, misfit) of the lowest finite objective
 
-    def record(self, iteration, value, grad, misfit, step):
+    def record(self, iteration, value, grad, misfit, step, x=None):
         info = IterationInfo(
             iteration,
             value,
@@ -110,8 +185,12 @@ class _History:
             time.perf_counter() - self.start,
         )
         self.rows.append(info)
+        if x is not None and np.isfinite(value) and (self.best is None or value < self.best[0]):
+            self.best = (float(value), np.array(x, copy=True), float(misfit))
         if self.callback is not None:
             self.callback(info)
+        if self.checkpoint is not None and self.best is not None:
+            self.checkpoint(self.best[1], self.arrays())
 
     def arrays(self):
         return {
@@ -127,8 +206,15 @@ def minimize(
     *,
     args: tuple = (),
     callback: Callable[[IterationInfo], None] | None = None,
+    stop: Callable[[], bool] | None = None,
+    checkpoint: Callable[[np.ndarray, dict], None] | None = None,
 ) -> OptimizeResult:
     """Minimise ``objective(x, *args) -> (value, misfit)`` starting from ``x0``.
+
+    A trial point where the objective cannot be evaluated (the forward solve
+    fails, or the value or gradient is not finite) counts as ``+inf``: the
+    optimiser steps back (L-BFGS-B's line search backtracks, Adam halves its
+    step) instead of ending.  Only a failure at ``x0`` raises.
 
     Parameters
     ----------
@@ -143,22 +229,52 @@ def minimize(
         Extra (array) arguments of ``objective``; they are traced, not baked in.
     callback
         Called with an :class:`IterationInfo` after the start and every iteration.
+    stop
+        Polled before every evaluation; when it returns true the optimiser ends
+        (within one evaluation) with ``status`` 3 and the best iterate so far.
+        The CLI sets it from SIGINT/SIGTERM.
+    checkpoint
+        Called after the start and every iteration with the best iterate so far
+        and the history arrays (the CLI writes them to disk, rate-limited).
     """
     optimizer = LBFGSB() if optimizer is None else optimizer
     x0 = jnp.asarray(x0)
     dtype = x0.dtype
-    evaluate = _compile(objective, tuple(args))
-    history = _History(callback)
-    if isinstance(optimizer, LBFGSB):
-        return _lbfgsb(evaluate, np.asarray(x0, dtype=float), dtype, optimizer, history)
-    if isinstance(optimizer, Adam):
-        return _adam(evaluate, x0, optimizer, history)
+    evaluate = _compile(objective, tuple(args), stop)
+    history = _History(callback, checkpoint)
+    try:
+        if isinstance(optimizer, LBFGSB):
+            return _lbfgsb(evaluate, np.asarray(x0, dtype=float), dtype, optimizer, history)
+        if isinstance(optimizer, Adam):
+            return _adam(evaluate, x0, optimizer, history)
+    except _Interrupted:
+        return _interrupted(history, x0)
     raise TypeError(f"optimizer must be LBFGSB or Adam, got {type(optimizer).__name__}")
+
+
+def _interrupted(history, x0) -> OptimizeResult:
+    if history.best is None:  # stopped before the start point was evaluated
+        value, x, misfit = np.nan, np.asarray(x0), np.nan
+    else:
+        value, x, misfit = history.best
+    iterations = max(len(history.rows) - 1, 0)
+    return OptimizeResult(
+        x=np.asarray(x).astype(x0.dtype),
+        fun=float(value),
+        misfit=float(misfit),
+        iterations=iterations,
+        num_evaluations=len(history.rows),
+        status=3,
+        success=False,
+        message="interrupted; best iterate so far",
+        history=history.arrays(),
+    )
 
 
 def _lbfgsb(evaluate, x0, dtype, options, history):
     cache = {}
     num_evaluations = 0
+    largest = [0.0]  # largest finite objective seen
 
     def fun(x):
         nonlocal num_evaluations
@@ -166,23 +282,26 @@ def _lbfgsb(evaluate, x0, dtype, options, history):
         if key not in cache:
             num_evaluations += 1
             cache.clear()
-            try:
-                value, misfit, grad = evaluate(jnp.asarray(x, dtype))
-            except jax.errors.JaxRuntimeError:
-                if num_evaluations == 1:
-                    raise  # the starting point itself fails: nothing to backtrack to
-                # A trial point of the line search where the forward solve gives up
-                # (e.g. step budget for an extreme coefficient): treat as +inf.
-                value, misfit, grad = np.inf, np.inf, np.zeros_like(x)
-            if not np.isfinite(value):
-                # L-BFGS-B backtracks on +inf; NaN would poison its line search.
-                value, grad = np.inf, np.zeros_like(grad)
+            ok = True
+            if num_evaluations == 1:
+                value, misfit, grad = _evaluate_start(evaluate, jnp.asarray(x, dtype))
+            else:
+                value, misfit, grad, ok = _evaluate_trial(evaluate, jnp.asarray(x, dtype), x)
+                if not ok:
+                    # An infinite objective to the user, but scipy's L-BFGS-B (1.17)
+                    # reports false convergence after a +inf trial; a large finite
+                    # value with zero slope makes its line search interpolate back.
+                    value = _FAILED_FACTOR * (1.0 + largest[0])
+            if ok:
+                largest[0] = max(largest[0], abs(value))
+            else:
+                misfit = np.inf  # marks the point as failed (see the end of the fit)
             cache[key] = (value, misfit, grad)
         value, _, grad = cache[key]
         return value, grad
 
     value, grad = fun(x0)
-    history.record(0, value, grad, cache[x0.tobytes()][1], 0.0)
+    history.record(0, value, grad, cache[x0.tobytes()][1], 0.0, x0)
     previous = {"x": x0.copy()}
 
     def on_iteration(intermediate_result):
@@ -191,7 +310,7 @@ def _lbfgsb(evaluate, x0, dtype, options, history):
         misfit = cache[x.tobytes()][1]
         step = np.linalg.norm(x - previous["x"])
         previous["x"] = x.copy()
-        history.record(len(history.rows), value, grad, misfit, step)
+        history.record(len(history.rows), value, grad, misfit, step, x)
 
     bounds = options.bounds
     if bounds is not None and len(bounds) == 2 and not isinstance(bounds[0], (tuple, list)):
@@ -214,6 +333,10 @@ def _lbfgsb(evaluate, x0, dtype, options, history):
     )
     x = np.asarray(result.x)
     value, grad = fun(x)
+    if not np.isfinite(cache[x.tobytes()][1]) and history.best is not None:
+        # scipy ended on a point that cannot be evaluated: keep the best one.
+        value, x, _ = history.best
+        cache[x.tobytes()] = (value, history.best[2], np.zeros_like(x))
     if result.success:
         status = 0
     elif result.nit >= options.max_iter:
@@ -240,22 +363,36 @@ def _adam(evaluate, x0, options, history):
     solver = optax.adam(options.learning_rate)
     x = x0
     state = solver.init(x)
-    value, misfit, grad = evaluate(x)
-    history.record(0, value, grad, misfit, 0.0)
+    value, misfit, grad = _evaluate_start(evaluate, x)
+    history.record(0, value, grad, misfit, 0.0, x)
     values = [value]
     status, message = 1, f"reached max_iter = {options.max_iter}"
     iteration = 0
+    num_evaluations = 1
     for iteration in range(1, options.max_iter + 1):
-        updates, state = solver.update(jnp.asarray(grad, x.dtype), state, x)
-        x_new = optax.apply_updates(x, updates)
-        step = float(jnp.linalg.norm(x_new - x))
-        x = x_new
-        value, misfit, grad = evaluate(x)
-        history.record(iteration, value, grad, misfit, step)
-        values.append(value)
-        if not np.isfinite(value):
-            status, message = 2, "objective is not finite; lower optimizer.learning_rate"
+        updates, new_state = solver.update(jnp.asarray(grad, x.dtype), state, x)
+        # A trial point that cannot be evaluated (+inf) is stepped back from by
+        # halving the update; the moment estimates advance only on success.
+        for _ in range(_ADAM_BACKTRACKS):
+            x_new = optax.apply_updates(x, updates)
+            new = _evaluate_trial(evaluate, x_new, x)
+            num_evaluations += 1
+            if new[3]:
+                break
+            updates = jax.tree_util.tree_map(lambda u: 0.5 * u, updates)
+        else:
+            status = 2
+            message = (
+                f"no evaluable point along the Adam step after {_ADAM_BACKTRACKS} halvings; "
+                "lower optimizer.learning_rate"
+            )
+            iteration -= 1
             break
+        step = float(jnp.linalg.norm(x_new - x))
+        x, state = x_new, new_state
+        value, misfit, grad, _ = new
+        history.record(iteration, value, grad, misfit, step, x)
+        values.append(value)
         if np.linalg.norm(grad) <= options.gtol:
             status, message = 0, "gradient norm <= gtol"
             break
@@ -269,7 +406,7 @@ def _adam(evaluate, x0, options, history):
         fun=float(value),
         misfit=float(misfit),
         iterations=iteration,
-        num_evaluations=iteration + 1,
+        num_evaluations=num_evaluations,
         status=status,
         success=status == 0,
         message=message,

@@ -140,8 +140,11 @@ def fit(
     *,
     weight: float | None = None,
     callback: Callable[[IterationInfo], None] | None = None,
+    stop: Callable[[], bool] | None = None,
+    checkpoint: Callable | None = None,
 ) -> OptimizeResult:
-    """Minimise the problem's objective from ``x0`` (see :func:`minimize`)."""
+    """Minimise the problem's objective from ``x0`` (see :func:`minimize`, also for
+    ``stop`` and ``checkpoint``)."""
     weight = problem.weight if weight is None else float(weight)
     x0 = jnp.asarray(x0)
     return minimize(
@@ -150,6 +153,8 @@ def fit(
         optimizer,
         args=(jnp.asarray(weight, x0.dtype),),
         callback=callback,
+        stop=stop,
+        checkpoint=checkpoint,
     )
 
 
@@ -173,6 +178,8 @@ def fit_morozov(
     tau: float = 1.0,
     callback: Callable[[IterationInfo], None] | None = None,
     on_weight: Callable[[float], None] | None = None,
+    stop: Callable[[], bool] | None = None,
+    checkpoint: Callable | None = None,
 ) -> MorozovResult:
     """Choose the regularisation weight by Morozov's discrepancy principle.
 
@@ -180,6 +187,7 @@ def fit_morozov(
     the previous one) and stops at the first, i.e. largest, weight whose data
     misfit is at most ``tau * num_observations / 2`` — the expected value of
     ``0.5 * ||noise / sigma||^2``.  If no weight reaches it, the last one is taken.
+    A fit that ends interrupted (``stop``, see :func:`minimize`) ends the sweep.
     """
     weights = np.sort(np.asarray(weights, dtype=float))[::-1]
     if weights.size == 0 or np.any(weights < 0):
@@ -192,12 +200,15 @@ def fit_morozov(
     for w in weights:
         if on_weight is not None:
             on_weight(float(w))
-        result = fit(problem, x, optimizer, weight=float(w), callback=callback)
+        result = fit(
+            problem, x, optimizer, weight=float(w), callback=callback, stop=stop,
+            checkpoint=checkpoint,
+        )  # fmt: skip
         tried.append(float(w))
         misfits.append(result.misfit)
         results.append(result)
         x = result.x
-        if result.misfit <= target:
+        if result.misfit <= target or result.status == 3:
             break
     return MorozovResult(
         results[-1], tried[-1], np.asarray(tried), np.asarray(misfits), target, tuple(results)

@@ -223,3 +223,73 @@ _PARAMS_CHUNK = 16
 # single ones on XLA:CPU (measured on 128^2 heat: 1 pair 53 us, 2 pairs 200 us,
 # 4 pairs 257 us).
 _COUNT_CHUNK = 1
+
+
+def one_at_a_time_on_cpu(fn: Callable) -> Callable:
+    """``fn`` whose ``vmap`` runs the batch one element at a time on CPU.
+
+    For the small LAPACK calls of the solvers (``solve``, ``eigh``, ``svd``).
+    jaxlib's CPU LAPACK kernels split a batch of 64 or more matrices over XLA's
+    intra-op thread pool and block the calling thread until those tasks finish.
+    Inside a ``while_loop`` the calling thread is itself one of the pool's
+    workers, so once every worker waits on such a batch no one is left to run
+    the tasks: the program deadlocks at 0 % CPU (measured with jaxlib 0.10.2 on
+    2 cores: ``vmap`` of ``expm_multiply`` over 64 or more start vectors never
+    returned; gdb shows the workers in ``jax::ParallelBatchMap`` of ``dgetrf``).
+    Under ``vmap`` this wrapper lowers to a ``lax.map`` over unbatched calls on
+    CPU (no pool tasks; the batched kernel would also loop over the matrices
+    one by one) and to the batched call on every other platform.  ``fn`` must
+    take and return arrays (or tuples of arrays) and is never differentiated
+    through this wrapper (all call sites sit inside ``custom_vjp`` rules).
+    """
+    wrapped = jax.custom_batching.custom_vmap(fn)
+
+    @wrapped.def_vmap
+    def _rule(axis_size, in_batched, *args):
+        args = [
+            x if batched else jnp.broadcast_to(x, (axis_size, *jnp.shape(x)))
+            for x, batched in zip(args, in_batched, strict=True)
+        ]
+
+        def one_at_a_time(*xs):
+            return jax.lax.map(lambda x: wrapped(*x), xs)
+
+        def together(*xs):
+            return jax.vmap(fn)(*xs)
+
+        out = jax.lax.platform_dependent(*args, cpu=one_at_a_time, default=together)
+        return out, jax.tree.map(lambda _: True, out)
+
+    return wrapped
+
+
+def check_finite_params(params: Any, where: str) -> Any:
+    """ValueError naming the leaf for concrete non-finite ``params``; a runtime error under jit.
+
+    Checked before any solve: a NaN coefficient would otherwise surface only as
+    a failed step-size search deep inside the solver.
+    """
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+    checked = []
+    for path, leaf in leaves:
+        name = "params" + jax.tree_util.keystr(path)
+        if isinstance(leaf, jax.core.Tracer):
+            if jnp.issubdtype(leaf.dtype, jnp.inexact):
+                leaf = eqx.error_if(
+                    leaf,
+                    ~jnp.all(jnp.isfinite(leaf)),
+                    f"{where}: `{name}` contains non-finite values (NaN or inf).",
+                )
+        elif isinstance(leaf, (jax.Array, np.ndarray, float, complex, np.inexact)):
+            values = np.asarray(leaf)
+            if jnp.issubdtype(values.dtype, jnp.inexact):
+                bad = ~np.isfinite(values)
+                if bad.any():
+                    first = np.unravel_index(int(np.argmax(bad)), values.shape)
+                    at = f" (first at index {tuple(int(i) for i in first)})" if first else ""
+                    raise ValueError(
+                        f"{where}: `{name}` contains {int(bad.sum())} non-finite value(s) "
+                        f"(NaN or inf){at}."
+                    )
+        checked.append(leaf)
+    return jax.tree_util.tree_unflatten(treedef, checked)

@@ -23,7 +23,12 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Float
 
+from ._common import one_at_a_time_on_cpu
+
 __all__ = ["expm_small", "expm_sym_tridiag_e1"]
+
+_solve = one_at_a_time_on_cpu(jnp.linalg.solve)  # see there: batched LAPACK deadlocks
+_eigh = one_at_a_time_on_cpu(lambda x: tuple(jnp.linalg.eigh(x)))
 
 # Padé-13 numerator coefficients b_0..b_13 (Higham 2005, "The scaling and
 # squaring method for the matrix exponential revisited", Table 2.3).
@@ -70,7 +75,7 @@ def _pade13(x: Array) -> Array:
         x6 @ (b[13] * x6 + b[11] * x4 + b[9] * x2) + b[7] * x6 + b[5] * x4 + b[3] * x2 + b[1] * eye
     )
     v = x6 @ (b[12] * x6 + b[10] * x4 + b[8] * x2) + b[6] * x6 + b[4] * x4 + b[2] * x2 + b[0] * eye
-    return jnp.linalg.solve(v - u, v + u)
+    return _solve(v - u, v + u)
 
 
 def _expm_impl(x: Array) -> Array:
@@ -185,7 +190,7 @@ def _tridiag(alpha: Array, beta: Array) -> Array:
 
 
 def _sym_tridiag_e1_impl(alpha, beta, t):
-    lam, u = jnp.linalg.eigh(_tridiag(alpha, beta))
+    lam, u = _eigh(_tridiag(alpha, beta))
     b = u[0, :]
     return u @ (jnp.exp(t * lam) * b), (lam, u)
 

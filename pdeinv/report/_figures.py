@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._run import read_result
+from ._run import atomic_path, read_result
 
 KAPPA_FIGURE = "kappa.png"
 CONVERGENCE_FIGURE = "convergence.png"
@@ -156,7 +156,7 @@ def draw_coefficient(result, path):
             ax.legend(loc="upper right", fontsize=7, framealpha=0.6)
     fig.suptitle(f"Coefficient {symbol}: {result.get('title', '')}".rstrip(": "))
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save(fig, path)
     plt.close(fig)
 
 
@@ -190,7 +190,7 @@ def draw_convergence(result, path):
                 ax.axvline(s, color="k", alpha=0.2, lw=0.8)
     fig.suptitle("Optimiser convergence")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save(fig, path)
     plt.close(fig)
 
 
@@ -224,7 +224,7 @@ def draw_fit(result, path):
             _colorbar(fig, axes[row, 2], art, "Δu")
         fig.suptitle("Data fit at the observation times", fontsize=13)
         fig.tight_layout(rect=(0, 0, 1, 0.97))
-        fig.savefig(path, dpi=110)
+        _save(fig, path)
         plt.close(fig)
         return
     if str(result.get("observation_kind", "")) == "sensors":
@@ -260,7 +260,7 @@ def draw_fit(result, path):
         axes[1].set_title("Residuals")
         fig.suptitle("Data fit")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save(fig, path)
     plt.close(fig)
 
 
@@ -342,3 +342,9 @@ def draw_figures(folder) -> list[Path]:
         draw(result, folder / name)
         paths.append(folder / name)
     return paths
+
+
+def _save(fig, path) -> None:
+    """PNG under a temporary name, then renamed (see :func:`atomic_path`)."""
+    with atomic_path(path) as temporary:
+        fig.savefig(temporary, dpi=110, format="png")

@@ -1,9 +1,17 @@
-"""Run folder files: resolved config, metrics, arrays, VTU."""
+"""Run folder files: resolved config, metrics, arrays, VTU.
+
+Every file is written under a temporary name in the same folder and then
+renamed over the final name (:func:`atomic_path`): a reader, or a run killed
+while writing, sees the previous complete file or the new complete file, never
+a half-written one.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +36,36 @@ def _jsonable(value):
     return value
 
 
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path next to ``path``; rename it to ``path`` on success.
+
+    The temporary name keeps the suffix (some writers pick the format from it)
+    and starts with a dot; on an error it is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    temporary = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        yield temporary
+        with contextlib.suppress(OSError):  # make the content durable before the rename
+            with open(temporary, "rb") as handle:
+                os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+
+
+def _write_text(path: Path, text: str) -> Path:
+    with atomic_path(path) as temporary:
+        temporary.write_text(text)
+    return path
+
+
 def write_metrics(folder, metrics: dict) -> Path:
     """``metrics.json`` (NaN/inf written as null; numpy values as plain numbers)."""
-    path = Path(folder) / METRICS_FILE
-    path.write_text(json.dumps(_jsonable(metrics), indent=2) + "\n")
-    return path
+    text = json.dumps(_jsonable(metrics), indent=2) + "\n"
+    return _write_text(Path(folder) / METRICS_FILE, text)
 
 
 def read_metrics(folder) -> dict:
@@ -40,15 +73,16 @@ def read_metrics(folder) -> dict:
 
 
 def write_config(folder, text: str) -> Path:
-    path = Path(folder) / CONFIG_FILE
-    path.write_text(text)
-    return path
+    return _write_text(Path(folder) / CONFIG_FILE, text)
 
 
 def write_result(folder, arrays: dict) -> Path:
     """``result.npz`` from a dict of arrays (``None`` entries are skipped)."""
     path = Path(folder) / RESULT_FILE
-    np.savez_compressed(path, **{k: np.asarray(v) for k, v in arrays.items() if v is not None})
+    with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+        np.savez_compressed(
+            handle, **{k: np.asarray(v) for k, v in arrays.items() if v is not None}
+        )
     return path
 
 
@@ -70,5 +104,6 @@ def write_vtu(folder, points, cells, cell_type: str, point_data: dict) -> Path:
         point_data={k: np.asarray(v, dtype=float) for k, v in point_data.items() if v is not None},
     )
     path = Path(folder) / VTU_FILE
-    mesh.write(path)
+    with atomic_path(path) as temporary:
+        meshio.write(temporary, mesh, file_format="vtu")
     return path

@@ -85,7 +85,8 @@ def make_losses(matvec, method: str, krylov_dim: int, t: float):
 
     def backprop(theta, v):
         apply = lambda x: matvec(x, theta)  # noqa: E731
-        return loss_from(raw(apply, v, krylov_dim, reorthogonalize=reorth))
+        dec = raw(apply, v, krylov_dim, reorthogonalize=reorth)
+        return loss_from(dec._replace(basis=dec.basis.T))  # raw: (k, n) rows
 
     return adjoint, backprop
 

@@ -16,8 +16,6 @@ def discrete_step(cfg, matvec, u, params, tau):
     """
     if cfg.symmetric:
         dec = lanczos(matvec, u, params, cfg.krylov_dim, reorthogonalize=cfg.reorthogonalize)
-        small = dec.tridiagonal
     else:
         dec = arnoldi(matvec, u, params, cfg.krylov_dim, reorthogonalize=cfg.reorthogonalize)
-        small = dec.hessenberg
-    return dec.norm * (dec.basis @ expm_small(tau * small)[:, 0])
+    return dec.norm * (dec.basis @ expm_small(tau * dec.small)[:, 0])

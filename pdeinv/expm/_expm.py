@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ..krylov._arnoldi import ArnoldiDecomposition, arnoldi_iteration, arnoldi_until
+from ..krylov._arnoldi import arnoldi_process
 from ..krylov._common import (
     check_finite,
     check_finite_params,
@@ -45,8 +45,9 @@ from ..krylov._common import (
     params_cotangent_low_rank,
     transpose_matvec,
 )
-from ..krylov._lanczos import lanczos_iteration, lanczos_until
-from ..krylov._skew import skew_lanczos_iteration, skew_lanczos_until, skewness_tolerance
+from ..krylov._engine import iterate, iterate_until
+from ..krylov._lanczos import lanczos_process
+from ..krylov._skew import skew_lanczos_process, skewness_tolerance
 from ._small import KrylovPropagator, _svd, trajectory_basis, two_sided_block
 
 PyTree = Any
@@ -159,22 +160,17 @@ def _decompose(cfg: _Config, apply, u, stop=None):
 def _decompose_checked(cfg: _Config, apply, u, stop=None):
     """:func:`_decompose` and the skewness the skew process measured (0 for the others)."""
     k = cfg.krylov_dim
-    skewness = jnp.zeros((), u.dtype)
     if cfg.skew:
-        if stop is None or cfg.chunk == k:
-            (dec, skewness), size = skew_lanczos_iteration(apply, u, k), jnp.asarray(k, jnp.int32)
-        else:
-            (dec, skewness), size = skew_lanczos_until(apply, u, k, cfg.chunk, stop)
-    elif stop is None or cfg.chunk == k:
-        iteration = lanczos_iteration if cfg.symmetric else arnoldi_iteration
-        dec = iteration(apply, u, k, reorthogonalize=cfg.reorthogonalize, basis_rows=True)
-        size = jnp.asarray(k, jnp.int32)
+        process = skew_lanczos_process(apply)
     elif cfg.symmetric:
-        dec, size = lanczos_until(apply, u, k, cfg.chunk, stop)
+        process = lanczos_process(apply, reorthogonalize=cfg.reorthogonalize)
     else:
-        dec, size = arnoldi_until(apply, u, k, cfg.chunk, stop, reorthogonalize=cfg.reorthogonalize)
-    small = dec.hessenberg if isinstance(dec, ArnoldiDecomposition) else dec.tridiagonal
-    return dec.basis, (small, dec.norm, jnp.linalg.norm(dec.residual), size), skewness
+        process = arnoldi_process(apply, reorthogonalize=cfg.reorthogonalize)
+    if stop is None or cfg.chunk == k:
+        (dec, skewness), size = iterate(process, u, k), jnp.asarray(k, jnp.int32)
+    else:
+        (dec, skewness), size = iterate_until(process, u, k, cfg.chunk, stop)
+    return dec.basis, (dec.small, dec.norm, jnp.linalg.norm(dec.residual), size), skewness
 
 
 def _propagator(cfg: _Config, pieces) -> KrylovPropagator:

@@ -1,127 +1,73 @@
-"""Arnoldi decomposition A Q = Q H + r e_k^T and its reverse-mode adjoint."""
+"""Arnoldi process A Q = Q H + r e_k^T (CGS2) and its reverse-mode adjoint."""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
-import jax
 import jax.numpy as jnp
 from jax import lax
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Float
 
-from ._common import (
-    breakdown_tolerance,
-    params_cotangent,
-    prepare,
-    safe_norm,
-    safe_normalize,
-    transpose_matvec,
+from ._common import breakdown_tolerance, params_cotangent, safe_norm, safe_normalize
+from ._engine import (
+    KrylovDecomposition,
+    Process,
+    adjoint_inputs,
+    block_size,
+    differentiable,
+    gram_schmidt,
+    iterate,
+    leading,
+    start_cotangent,
 )
 
-__all__ = ["ArnoldiDecomposition", "arnoldi", "arnoldi_iteration", "arnoldi_until"]
+__all__ = ["arnoldi", "arnoldi_adjoint", "arnoldi_iteration", "arnoldi_process"]
 
 
-class ArnoldiDecomposition(NamedTuple):
-    """Result of ``krylov_dim`` Arnoldi steps: ``A Q = Q H + r e_k^T``.
-
-    Attributes
-    ----------
-    basis
-        ``Q``, shape ``(n, k)``, orthonormal columns, ``Q[:, 0] = v / ||v||``;
-        columns past a happy breakdown are zero.
-    hessenberg
-        ``H = Q^T A Q``, shape ``(k, k)``, upper Hessenberg.
-    residual
-        ``r = h_{k+1,k} q_{k+1}``, shape ``(n,)``; zero after a breakdown.
-    norm
-        ``||v||``, shape ``()``.
-    num_steps
-        Number of valid basis columns, ``k`` unless the Krylov space became
-        invariant earlier (happy breakdown); ``0`` for ``v = 0``.
-    """
-
-    basis: Float[Array, "n k"]
-    hessenberg: Float[Array, "k k"]
-    residual: Float[Array, " n"]
-    norm: Float[Array, ""]
-    num_steps: Int[Array, ""]
-
-
-def arnoldi_iteration(
-    apply: Callable[[Array], Array],
-    v: Float[Array, " n"],
-    krylov_dim: int,
-    *,
-    reorthogonalize: bool = True,
-    length=None,
-    basis_rows: bool = False,
-) -> ArnoldiDecomposition:
-    """Raw (not custom-differentiated) Arnoldi iteration on a closure ``apply(v) = A v``.
+def arnoldi_process(apply: Callable[[Array], Array], *, reorthogonalize: bool = True) -> Process:
+    """Arnoldi on a closure ``apply(v) = A v``, for :func:`~pdeinv.krylov._engine.iterate`.
 
     Orthogonalisation is classical Gram--Schmidt written as two matrix-vector
     products with the basis (BLAS-2, fast on accelerators), done twice when
     ``reorthogonalize`` (CGS2, orthogonal to working precision) and once
-    otherwise. No input validation: callers (``pdeinv.expm``, :func:`arnoldi`)
-    validate. Plain JAX autodiff through this function works and is the
-    reference the custom adjoint is tested against.
+    otherwise.  Step ``j`` multiplies only with the leading blocks of rows that
+    hold ``q_0..q_j`` (for ``n >= 8192``), so it costs ``O(n (j + b))`` with
+    ``b`` about ``max(8, k / 8)`` rather than ``O(n k)``
+    (:func:`~pdeinv.krylov._engine.gram_schmidt`).
 
     A happy breakdown (new direction below ``100 eps max_j ||A q_j||``) stops the
-    process exactly: later columns, entries of ``H`` and the residual are zero
-    and ``num_steps`` counts the valid columns. A zero ``v`` gives all zeros.
-
-    ``length`` (a traced int ``<= krylov_dim``, default ``krylov_dim``) stops after
-    that many matvecs: the decomposition is the one of dimension ``length``,
-    zero-padded to ``krylov_dim`` (the adaptive integrator chooses it per step).
-    With ``length`` given the loop is a ``while_loop``: not reverse-differentiable.
-    ``basis_rows=True`` returns the basis as ``(k, n)`` rows (no transpose).
+    process exactly: later rows of the basis, entries of ``H`` and the residual
+    are zero and ``num_steps`` counts the valid rows.  A zero ``v`` gives all
+    zeros.
     """
-    k = int(krylov_dim)
-    stop = k if length is None else jnp.minimum(length, k)
-    beta, init = _arnoldi_init(v, k)
-    step = _arnoldi_step(apply, k, v.dtype, reorthogonalize, stop)
-    basis, hessenberg, residual, _, num_steps, _ = lax.fori_loop(0, stop, step, init)
-    return ArnoldiDecomposition(
-        basis if basis_rows else basis.T, hessenberg, residual, beta, num_steps
-    )
 
+    def init(v, k):
+        n = v.shape[0]
+        dtype = v.dtype
+        beta = safe_norm(v)
+        active0 = beta > 0
+        q0 = safe_normalize(v, beta, ~active0)
+        # Basis stored as rows (k, n) so each step writes one contiguous row.
+        basis = jnp.zeros((k, n), dtype=dtype).at[0].set(q0)
+        state = (
+            basis,
+            jnp.zeros((k, k), dtype=dtype),
+            jnp.zeros((n,), dtype=dtype),
+            active0,
+            jnp.zeros((), dtype=jnp.int32),
+            jnp.zeros((), dtype=dtype),
+        )
+        return beta, state
 
-def _arnoldi_init(v, k):
-    n = v.shape[0]
-    dtype = v.dtype
-    beta = safe_norm(v)
-    active0 = beta > 0
-    q0 = safe_normalize(v, beta, ~active0)
-    # Basis stored as rows (k, n) so each step writes one contiguous row.
-    basis = jnp.zeros((k, n), dtype=dtype).at[0].set(q0)
-    init = (
-        basis,
-        jnp.zeros((k, k), dtype=dtype),
-        jnp.zeros((n,), dtype=dtype),
-        active0,
-        jnp.zeros((), dtype=jnp.int32),
-        jnp.zeros((), dtype=dtype),
-    )
-    return beta, init
-
-
-def _arnoldi_step(apply, k, dtype, reorthogonalize, stop):
-    """Step ``j`` of Arnoldi as a ``fori_loop`` body; ``stop`` is the last step + 1."""
-
-    def step(j, state):
+    def step(state, j):
         basis, hessenberg, _, active, num_steps, scale = state
+        k, n = basis.shape
+        dtype = basis.dtype
         q = basis[j]
         w = apply(q)
         scale = jnp.maximum(scale, safe_norm(w))
-        # Rows > j of `basis` are still zero, so full products touch only q_0..q_j.
-        h = basis @ w
-        # vector @ matrix, not matrix.T @ vector: XLA:CPU runs the latter ~3x slower.
-        w = w - h @ basis
-        if reorthogonalize:
-            h2 = basis @ w
-            w = w - h2 @ basis
-            h = h + h2
+        h, w = gram_schmidt(basis, w, j, reorthogonalize, block_size(n, k))
         norm_w = safe_norm(w)
         broke = norm_w <= breakdown_tolerance(scale, dtype)
         num_steps = num_steps + active.astype(num_steps.dtype)
@@ -130,70 +76,41 @@ def _arnoldi_step(apply, k, dtype, reorthogonalize, stop):
         sub = jnp.where(broke, jnp.zeros_like(norm_w), norm_w)
         q_next = safe_normalize(w, norm_w, broke)
         # At the last step w/||w|| has no row to go to: it becomes the residual.
-        not_last = j + 1 < stop
+        not_last = j + 1 < k
         idx = jnp.minimum(j + 1, k - 1)
         hessenberg = hessenberg.at[idx, j].set(jnp.where(not_last, sub, hessenberg[idx, j]))
         basis = basis.at[idx].set(jnp.where(not_last, q_next, basis[idx]))
         residual = jnp.where(broke, jnp.zeros_like(w), w)
-        return basis, hessenberg, residual, active, num_steps, scale
+        return (basis, hessenberg, residual, active, num_steps, scale), ()
 
-    return step
+    def finish(beta, state, _, size):
+        # After an early stop row `size` already holds the next direction and
+        # H[size, size-1] its norm; a decomposition of dimension `size` leaves
+        # both out.
+        basis, hessenberg, residual, _, num_steps, _ = state
+        dec = KrylovDecomposition(
+            leading(basis, size), leading(hessenberg, size), residual, beta, num_steps
+        )
+        return dec, safe_norm(residual), jnp.zeros((), residual.dtype)
+
+    return Process(init, step, finish)
 
 
-def arnoldi_until(apply, v, krylov_dim: int, chunk: int, stop, *, reorthogonalize: bool = True):
-    """Arnoldi that may stop before ``krylov_dim`` steps (Krylov-size control).
+def arnoldi_iteration(
+    apply: Callable[[Array], Array],
+    v: Float[Array, " n"],
+    krylov_dim: int,
+    *,
+    reorthogonalize: bool = True,
+) -> KrylovDecomposition:
+    """Raw (not custom-differentiated) Arnoldi iteration on ``apply(v) = A v``.
 
-    After every ``chunk`` steps, ``stop(hessenberg, size, residual_norm)`` decides
-    whether the ``size``-dimensional decomposition is enough.  The result is
-    zero-padded to ``krylov_dim`` (basis rows, Hessenberg entries past ``size``
-    are zero).  Returns ``(decomposition with basis as (k, n) rows, size)``.
-    ``chunk`` must divide ``krylov_dim``.
+    ``krylov_dim`` steps of :func:`arnoldi_process`; the basis comes as
+    ``(k, n)`` rows.  No input validation: callers (``pdeinv.expm``,
+    :func:`arnoldi`) validate.  Plain JAX autodiff through this function works
+    and is the reference the custom adjoint is tested against.
     """
-    k = int(krylov_dim)
-    if k % chunk:
-        raise ValueError(f"chunk={chunk} must divide krylov_dim={k}")
-    beta, state0 = _arnoldi_init(v, k)
-    step = _arnoldi_step(apply, k, v.dtype, reorthogonalize, k)
-    index = jnp.arange(k)
-
-    def trimmed(state, size):
-        # Row `size` already holds the next direction and H[size, size-1] its
-        # norm; a decomposition of dimension `size` leaves both out.
-        basis, hessenberg, residual = state[0], state[1], state[2]
-        basis = jnp.where((index < size)[:, None], basis, 0)
-        hessenberg = jnp.where((index < size)[:, None], hessenberg, 0)
-        return basis, hessenberg, residual
-
-    def body(c):
-        state, size, _ = c
-        state = lax.fori_loop(size, size + chunk, step, state)
-        size = size + chunk
-        _, hessenberg, residual = trimmed(state, size)
-        done = (size >= k) | stop(hessenberg, size, safe_norm(residual))
-        return state, size, done
-
-    init = (state0, jnp.zeros((), jnp.int32), jnp.zeros((), bool))
-    state, size, _ = lax.while_loop(lambda c: ~c[2], body, init)
-    basis, hessenberg, residual = trimmed(state, size)
-    return ArnoldiDecomposition(basis, hessenberg, residual, beta, state[4]), size
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def _arnoldi(matvec, krylov_dim, reorthogonalize, v, params):
-    return arnoldi_iteration(
-        lambda x: matvec(x, params), v, krylov_dim, reorthogonalize=reorthogonalize
-    )
-
-
-def _arnoldi_fwd(matvec, krylov_dim, reorthogonalize, v, params):
-    decomposition = _arnoldi(matvec, krylov_dim, reorthogonalize, v, params)
-    return decomposition, (decomposition, params)
-
-
-def _arnoldi_bwd(matvec, krylov_dim, reorthogonalize, residuals, cotangents):
-    (q, h, r, beta, m), params = residuals
-    q_bar, h_bar, r_bar, beta_bar, _ = cotangents
-    return arnoldi_adjoint(matvec, params, (q, h, r, beta, m), (q_bar, h_bar, r_bar, beta_bar))
+    return iterate(arnoldi_process(apply, reorthogonalize=reorthogonalize), v, krylov_dim)[0]
 
 
 def arnoldi_adjoint(matvec, params, decomposition, cotangents):
@@ -223,22 +140,17 @@ def arnoldi_adjoint(matvec, params, decomposition, cotangents):
     tridiagonal matrix): for symmetric perturbations of a symmetric ``A`` both
     processes are the same function.
 
+    ``decomposition`` has the basis as ``(k, n)`` rows, ``cotangents`` likewise.
     Returns ``(v_bar, params_bar)``.
     """
-    q, h, r, beta, m = decomposition
-    q_bar, h_bar, r_bar, beta_bar = cotangents
-    k = q.shape[1]
-    dtype = q.dtype
-    basis = q.T  # rows q_j
+    basis, h, r, beta, m = decomposition
+    _, h_bar, _, beta_bar, _ = cotangents
+    basis_bar, valid, r_bar, transpose = adjoint_inputs(matvec, params, decomposition, cotangents)
+    k = basis.shape[0]
+    dtype = basis.dtype
     rows = jnp.arange(k)
-    valid = rows < m
-    basis_bar = jnp.where(valid[:, None], q_bar.T, 0)
     pattern = (rows[:, None] <= rows[None, :] + 1) & valid[:, None] & valid[None, :]
     h_bar = jnp.where(pattern, h_bar, 0)
-    # r is a function of (v, params) only if no breakdown zeroed it (a
-    # breakdown at the last step leaves m == k but r == 0 exactly).
-    r_bar = jnp.where((m == k) & jnp.any(r != 0), r_bar, 0)
-    transpose = transpose_matvec(matvec, params, r)
 
     mu = h_bar[:, k - 1] - basis @ r_bar
     last = jnp.maximum(m - 1, 0)
@@ -267,13 +179,18 @@ def arnoldi_adjoint(matvec, params, decomposition, cotangents):
 
     z0 = column(0, lam)
     gam_0 = gam[:, 0].at[0].set(beta * beta_bar - basis[0] @ z0)
-    has_v = m >= 1
-    v_bar = jnp.where(has_v, (z0 + gam_0 @ basis) / jnp.where(has_v, beta, 1), 0)
+    v_bar = start_cotangent(z0 + gam_0 @ basis, beta, m)
     params_bar = params_cotangent(matvec, params, basis, lam)
     return v_bar, params_bar
 
 
-_arnoldi.defvjp(_arnoldi_fwd, _arnoldi_bwd)
+_arnoldi = differentiable(
+    "arnoldi",
+    arnoldi_process,
+    lambda matvec, params, _, decomposition, cotangents: arnoldi_adjoint(
+        matvec, params, decomposition, cotangents
+    ),
+)
 
 
 def arnoldi(
@@ -283,7 +200,7 @@ def arnoldi(
     krylov_dim: int,
     *,
     reorthogonalize: bool = True,
-) -> ArnoldiDecomposition:
+) -> KrylovDecomposition:
     """Arnoldi decomposition ``A Q = Q H + r e_k^T`` of ``A = A(params)`` from ``v``.
 
     Parameters
@@ -303,10 +220,11 @@ def arnoldi(
 
     Returns
     -------
-    ArnoldiDecomposition
-        ``basis`` ``Q`` (n, k), ``hessenberg`` ``H`` (k, k), ``residual`` ``r``
-        (n,), ``norm`` ``||v||`` and ``num_steps`` (valid columns; fewer than
-        ``k`` after a happy breakdown, whose tail is exactly zero).
+    KrylovDecomposition
+        ``basis`` ``Q`` (n, k), ``small`` the upper Hessenberg ``H`` (k, k),
+        ``residual`` ``r`` (n,), ``norm`` ``||v||`` and ``num_steps`` (valid
+        columns; fewer than ``k`` after a happy breakdown, whose tail is exactly
+        zero).
 
     Notes
     -----
@@ -328,5 +246,4 @@ def arnoldi(
         ``krylov_dim`` not an int, ``v`` not real floating, ``matvec`` output of
         another dtype.
     """
-    matvec_all, v, params_all, k = prepare(matvec, v, params, krylov_dim, "arnoldi")
-    return _arnoldi(matvec_all, k, bool(reorthogonalize), v, params_all)
+    return _arnoldi(matvec, v, params, krylov_dim, reorthogonalize=reorthogonalize)

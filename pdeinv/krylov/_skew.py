@@ -25,13 +25,12 @@ from collections.abc import Callable
 
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 from jaxtyping import Array, Float
 
 from ._common import breakdown_tolerance, safe_norm, safe_normalize
-from ._lanczos import LanczosDecomposition
+from ._engine import KrylovDecomposition, Process, iterate
 
-__all__ = ["skew_lanczos_iteration", "skew_lanczos_until", "skewness_tolerance"]
+__all__ = ["skew_lanczos_iteration", "skew_lanczos_process", "skewness_tolerance"]
 
 
 def skewness_tolerance(dtype) -> float:
@@ -51,13 +50,25 @@ def _skew_tridiagonal(offdiag, size):
     return jnp.diag(b, -1) - jnp.diag(b, 1)
 
 
-def _step(apply, dtype):
-    """One step of the two-term recurrence as a scan body.
+def skew_lanczos_process(apply: Callable[[Array], Array]) -> Process:
+    """The two-term recurrence on ``apply(x) = A x``, for :func:`~pdeinv.krylov._engine.iterate`.
 
-    State ``(q, q_prev, b_prev, active, num_steps, scale, skew)``; emits
-    ``(q, b_next)``.  ``||A q_j||^2 = b_j^2 + b_{j+1}^2`` for a skew ``A`` (the two
-    terms are orthogonal), which gives the breakdown scale without a reduction.
+    State ``(q, q_prev, b_prev, active, num_steps, scale, skew)``; each step
+    emits ``(q, b_next)``.  ``||A q_j||^2 = b_j^2 + b_{j+1}^2`` for a skew ``A``
+    (the two terms are orthogonal), which gives the breakdown scale without a
+    reduction.  The decomposition has ``H`` skew tridiagonal; the skewness
+    returned with it is ``max_j |q_j^T A q_j| / max_j ||A q_j||`` (see
+    :func:`skewness_tolerance`).  Happy breakdown and ``v = 0`` behave as in
+    :func:`~pdeinv.krylov._lanczos.lanczos_process`.
     """
+
+    def init(v, k):
+        dtype = v.dtype
+        beta = safe_norm(v)
+        active0 = beta > 0
+        q0 = safe_normalize(v, beta, ~active0)
+        zero = jnp.zeros((), dtype)
+        return beta, (q0, jnp.zeros_like(v), zero, active0, jnp.zeros((), jnp.int32), zero, zero)
 
     def step(state, _):
         q, q_prev, b_prev, active, num_steps, scale, skew = state
@@ -67,81 +78,30 @@ def _step(apply, dtype):
         norm_w = safe_norm(w)
         scale = jnp.maximum(scale, jnp.sqrt(b_prev**2 + norm_w**2 + diagonal**2))
         skew = jnp.maximum(skew, jnp.abs(diagonal))
-        broke = norm_w <= breakdown_tolerance(scale, dtype)
+        broke = norm_w <= breakdown_tolerance(scale, q.dtype)
         num_steps = num_steps + active.astype(num_steps.dtype)
         active = active & ~broke
         b_next = jnp.where(broke, jnp.zeros_like(norm_w), norm_w)
         q_next = safe_normalize(w, norm_w, broke)
         return (q_next, q, b_next, active, num_steps, scale, skew), (q, b_next)
 
-    return step
+    def finish(beta, state, outputs, size):
+        rows, offdiag = outputs
+        q_last, _, b_last, _, num_steps, scale, skew = state
+        dec = KrylovDecomposition(
+            rows, _skew_tridiagonal(offdiag, size), b_last * q_last, beta, num_steps
+        )
+        return dec, b_last, skew / jnp.where(scale > 0, scale, 1.0)
 
-
-def _init(v):
-    dtype = v.dtype
-    beta = safe_norm(v)
-    active0 = beta > 0
-    q0 = safe_normalize(v, beta, ~active0)
-    zero = jnp.zeros((), dtype)
-    return beta, (q0, jnp.zeros_like(v), zero, active0, jnp.zeros((), jnp.int32), zero, zero)
-
-
-def _finish(beta, rows, offdiag, final, size):
-    q_last, _, b_last, _, num_steps, scale, skew = final
-    dec = LanczosDecomposition(
-        rows, _skew_tridiagonal(offdiag, size), b_last * q_last, beta, num_steps
-    )
-    return dec, skew / jnp.where(scale > 0, scale, 1.0)
+    return Process(init, step, finish)
 
 
 def skew_lanczos_iteration(
     apply: Callable[[Array], Array], v: Float[Array, " n"], krylov_dim: int
-) -> tuple[LanczosDecomposition, Array]:
-    """``krylov_dim`` steps of the skew Lanczos recurrence on ``apply(x) = A x``.
+) -> tuple[KrylovDecomposition, Array]:
+    """``krylov_dim`` steps of :func:`skew_lanczos_process`: ``(decomposition, skewness)``.
 
-    Returns ``(decomposition, skewness)``: the decomposition ``A Q = Q H + r
-    e_k^T`` with the basis as ``(k, n)`` rows and ``H`` skew tridiagonal (in the
-    ``tridiagonal`` field), and ``max_j |q_j^T A q_j| / max_j ||A q_j||`` (see
-    :func:`skewness_tolerance`).  Happy breakdown and ``v = 0`` behave as in
-    :func:`~pdeinv.krylov._lanczos.lanczos_iteration`.  Not
-    custom-differentiated: the integrator owns the gradient.
+    The basis comes as ``(k, n)`` rows.  Not custom-differentiated: the
+    integrator owns the gradient.
     """
-    k = int(krylov_dim)
-    beta, init = _init(v)
-    final, (rows, offdiag) = lax.scan(_step(apply, v.dtype), init, None, length=k)
-    return _finish(beta, rows, offdiag, final, k)
-
-
-def skew_lanczos_until(apply, v, krylov_dim: int, chunk: int, stop):
-    """Skew recurrence that may stop before ``krylov_dim`` steps (Krylov-size control).
-
-    As :func:`~pdeinv.krylov._lanczos.lanczos_until`: chunks of ``chunk`` steps,
-    ``stop(H, size, residual_norm)`` checked after each, result zero-padded to
-    ``krylov_dim``.  Returns ``((decomposition, skewness), size)``.
-    """
-    k = int(krylov_dim)
-    if k % chunk:
-        raise ValueError(f"chunk={chunk} must divide krylov_dim={k}")
-    n = v.shape[0]
-    dtype = v.dtype
-    beta, rec0 = _init(v)
-    step = _step(apply, dtype)
-
-    def body(c):
-        rows, offdiag, rec, size, _ = c
-        rec, (new_rows, b) = lax.scan(step, rec, None, length=chunk)
-        rows = lax.dynamic_update_slice_in_dim(rows, new_rows, size, 0)
-        offdiag = lax.dynamic_update_slice_in_dim(offdiag, b, size, 0)
-        size = size + chunk
-        done = (size >= k) | stop(_skew_tridiagonal(offdiag, size), size, rec[2])
-        return rows, offdiag, rec, size, done
-
-    init = (
-        jnp.zeros((k, n), dtype),
-        jnp.zeros((k,), dtype),
-        rec0,
-        jnp.zeros((), jnp.int32),
-        jnp.zeros((), bool),
-    )
-    rows, offdiag, rec, size, _ = lax.while_loop(lambda c: ~c[4], body, init)
-    return _finish(beta, rows, offdiag, rec, size), size
+    return iterate(skew_lanczos_process(apply), v, krylov_dim)

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import scipy.linalg as sl
 
-from pdeinv.krylov._arnoldi import arnoldi_iteration
+from pdeinv.krylov import _engine
+from pdeinv.krylov._arnoldi import arnoldi_iteration, arnoldi_process
 from pdeinv.krylov._dense import expm_small as _expm_small_eager
-from pdeinv.krylov._lanczos import lanczos_iteration
+from pdeinv.krylov._lanczos import lanczos_iteration, lanczos_process
 
 expm_small = jax.jit(_expm_small_eager)
 
@@ -30,8 +31,9 @@ def _decompose(kind, a, v, k, reorthogonalize):
 
 
 def _run(kind, a, v, k, reorthogonalize):
+    """``[Q (n, k) columns, H, r, ||v||, num_steps]`` as numpy arrays."""
     out = _decompose(kind, jnp.asarray(a), jnp.asarray(v, dtype=jnp.float64), k, reorthogonalize)
-    return [np.asarray(x) for x in out]
+    return [np.asarray(x) for x in out._replace(basis=out.basis.T)]
 
 
 CASES = [
@@ -149,23 +151,71 @@ def test_dtype_kept_and_vmap(kind):
     np.testing.assert_array_equal(batched.num_steps, [5, 5, 0])
 
 
-@pytest.mark.parametrize("kind", ["arnoldi", "lanczos"])
-def test_traced_length_equals_shorter_decomposition_zero_padded(kind):
-    # pdeinv.expm picks the dimension per step: length=3 of 6 must be the
-    # 3-step decomposition, padded with zeros.
+@pytest.mark.parametrize(
+    ("kind", "reorth"), [("arnoldi", True), ("lanczos", False), ("lanczos", True)]
+)
+def test_early_stop_equals_shorter_decomposition_zero_padded(kind, reorth):
+    # pdeinv.expm picks the dimension per step: stopping after 3 of 6 steps must
+    # give the 3-step decomposition, padded with zeros.
     a, v = _problem(15, symmetric=True, seed=5)
-    iteration = arnoldi_iteration if kind == "arnoldi" else lanczos_iteration
+    process = arnoldi_process if kind == "arnoldi" else lanczos_process
     a = jnp.asarray(a)
+    seen = []
+
+    def stop(small, size, residual_norm):
+        seen.append(small.shape)
+        return size >= 3
 
     @jax.jit
-    def short(v, length):
-        return iteration(lambda x: a @ x, v, 6, length=length)
+    def short(v):
+        return _engine.iterate_until(
+            process(lambda x: a @ x, reorthogonalize=reorth), v, 6, 3, stop
+        )
 
-    got = [np.asarray(x) for x in short(jnp.asarray(v), jnp.asarray(3))]
-    ref = _run(kind, a, v, 3, kind == "arnoldi")
+    (dec, skewness), size = short(jnp.asarray(v))
+    got = [np.asarray(x) for x in dec._replace(basis=dec.basis.T)]
+    ref = _run(kind, a, v, 3, reorth)
+    assert size == 3 and skewness == 0 and seen == [(6, 6)]
     np.testing.assert_allclose(got[0][:, :3], ref[0], atol=1e-14)
     assert not np.any(got[0][:, 3:])
     np.testing.assert_allclose(got[1][:3, :3], ref[1], atol=1e-14)
     assert not np.any(got[1][3:]) and not np.any(got[1][:, 3:])
     np.testing.assert_allclose(got[2], ref[2], atol=1e-14)
     assert got[4] == 3
+
+
+@pytest.mark.parametrize(
+    ("kind", "reorth"), [("arnoldi", True), ("arnoldi", False), ("lanczos", True)]
+)
+def test_blocked_orthogonalisation_matches_full(monkeypatch, kind, reorth):
+    # Large problems orthogonalise step j against the leading blocks of rows
+    # only; force that path on a small problem and compare with the full products.
+    a, v = _problem(40, symmetric=kind == "lanczos", seed=6)
+    a, v, k = jnp.asarray(a), jnp.asarray(v), 24
+    full = _run(kind, a, v, k, reorth)
+    monkeypatch.setattr(_engine, "_BLOCK_MIN_N", 0)
+    assert _engine.block_size(40, k) == 8
+    process = arnoldi_process if kind == "arnoldi" else lanczos_process
+    blocked = jax.jit(
+        lambda v: _engine.iterate(process(lambda x: a @ x, reorthogonalize=reorth), v, k)[0]
+    )
+    dec = blocked(v)
+    got = [np.asarray(x) for x in dec._replace(basis=dec.basis.T)]
+    for x, y in zip(got, full, strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-12)
+    q = got[0]
+    assert np.abs(q.T @ q - np.eye(k)).max() < (1e-14 if reorth else 1e-10)
+    # The chunked driver of the integrator takes the same path.
+    until = jax.jit(
+        lambda v: _engine.iterate_until(
+            process(lambda x: a @ x, reorthogonalize=reorth),
+            v,
+            k,
+            6,
+            lambda h, size, r: size >= 18,
+        )
+    )
+    (dec, _), size = until(v)
+    assert size == 18
+    np.testing.assert_allclose(np.asarray(dec.small)[:18, :18], full[1][:18, :18], atol=1e-12)
+    np.testing.assert_allclose(np.asarray(dec.basis)[:18].T, full[0][:, :18], atol=1e-12)

@@ -4,7 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pdeinv.krylov._skew import skew_lanczos_iteration, skew_lanczos_until, skewness_tolerance
+from pdeinv.krylov._engine import iterate_until
+from pdeinv.krylov._skew import skew_lanczos_iteration, skew_lanczos_process, skewness_tolerance
 
 
 def _skew(n, seed=0):
@@ -18,7 +19,7 @@ def test_decomposition_relation_and_orthogonality():
     v = np.random.default_rng(1).standard_normal(n)
     dec, skewness = skew_lanczos_iteration(lambda x: a @ x, jnp.asarray(v), k)
     q = np.asarray(dec.basis).T  # (n, k)
-    h = np.asarray(dec.tridiagonal)
+    h = np.asarray(dec.small)
     r = np.asarray(dec.residual)
     e_k = np.zeros(k)
     e_k[-1] = 1.0
@@ -46,7 +47,7 @@ def test_happy_breakdown_is_exact_and_zero_start_gives_zeros():
     a[1, 0], a[0, 1] = 2.0, -2.0
     dec, _ = skew_lanczos_iteration(lambda x: a @ x, jnp.eye(n)[0], 5)
     assert int(dec.num_steps) == 2
-    assert np.all(np.isfinite(np.asarray(dec.tridiagonal)))
+    assert np.all(np.isfinite(np.asarray(dec.small)))
     np.testing.assert_array_equal(np.asarray(dec.residual), 0.0)
     zero, skewness = skew_lanczos_iteration(lambda x: a @ x, jnp.zeros(n), 4)
     assert float(zero.norm) == 0 and int(zero.num_steps) == 0
@@ -58,9 +59,10 @@ def test_until_stops_early_and_matches_the_full_process():
     a = _skew(n, seed=3)
     v = jnp.asarray(np.random.default_rng(4).standard_normal(n))
     full, _ = skew_lanczos_iteration(lambda x: a @ x, v, k)
-    (short, _), size = skew_lanczos_until(lambda x: a @ x, v, k, 5, lambda h, size, res: size >= 10)
+    process = skew_lanczos_process(lambda x: a @ x)
+    (short, _), size = iterate_until(process, v, k, 5, lambda h, size, res: size >= 10)
     assert int(size) == 10
     np.testing.assert_allclose(short.basis[:10], full.basis[:10], atol=1e-12)
     np.testing.assert_array_equal(np.asarray(short.basis[10:]), 0.0)
-    np.testing.assert_allclose(short.tridiagonal[:10, :10], full.tridiagonal[:10, :10])
-    np.testing.assert_array_equal(np.asarray(short.tridiagonal[10:, :]), 0.0)
+    np.testing.assert_allclose(short.small[:10, :10], full.small[:10, :10])
+    np.testing.assert_array_equal(np.asarray(short.small[10:, :]), 0.0)

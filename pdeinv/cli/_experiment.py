@@ -527,10 +527,10 @@ def expm_statistics(model: Model, params, times, solver: dict) -> dict:
 
 def _method_used(model: Model, options: dict) -> str:
     """The Krylov method :func:`pdeinv.models.simulate_info` picks for ``model``."""
-    if "method" in options:
-        return "arnoldi" if model.source is not None else options["method"]
     if model.source is not None:
-        return "arnoldi"
+        return "affine-lanczos" if model.symmetric else "arnoldi"
+    if "method" in options:
+        return options["method"]
     if model.krylov_form is not None:
         return model.krylov_form.method
     return "lanczos" if model.symmetric else "arnoldi"

@@ -46,14 +46,14 @@ from ..krylov._common import (
     transpose_matvec,
 )
 from ..krylov._engine import iterate, iterate_until
-from ..krylov._lanczos import lanczos_process
+from ..krylov._lanczos import bordered_lanczos_process, lanczos_process
 from ..krylov._skew import skew_lanczos_process, skewness_tolerance
 from ._small import KrylovPropagator, _svd, trajectory_basis, two_sided_block
 
 PyTree = Any
 
 _WHERE = "expm_multiply"
-METHODS = ("arnoldi", "lanczos", "skew-lanczos")
+METHODS = ("arnoldi", "lanczos", "skew-lanczos", "affine-lanczos")
 GRADIENTS = ("two-sided", "discrete")
 CHECKPOINTS = ("trajectory", "states", "bases")
 # Bounds of the step-size controller (factor per trial, factor to the next step).
@@ -122,6 +122,18 @@ class _Config:
         return self.method == "lanczos"
 
     @property
+    def adjoint(self) -> _Config:
+        """Configuration of the backward (adjoint) Krylov processes.
+
+        For ``"affine-lanczos"`` the adjoint state keeps a zero last entry (see
+        :func:`_backward_two_sided`), on which ``A_aug^T`` acts as the
+        symmetric ``A``: plain Lanczos.
+        """
+        if self.method == "affine-lanczos":
+            return dataclasses.replace(self, method="lanczos")
+        return self
+
+    @property
     def skew(self) -> bool:
         return self.method == "skew-lanczos"
 
@@ -164,6 +176,8 @@ def _decompose_checked(cfg: _Config, apply, u, stop=None):
         process = skew_lanczos_process(apply)
     elif cfg.symmetric:
         process = lanczos_process(apply, reorthogonalize=cfg.reorthogonalize)
+    elif cfg.method == "affine-lanczos":
+        process = bordered_lanczos_process(apply)
     else:
         process = arnoldi_process(apply, reorthogonalize=cfg.reorthogonalize)
     if stop is None or cfg.chunk == k:
@@ -530,6 +544,12 @@ def _backward_two_sided(cfg: _Config, matvec, params, saved, g, tol):
     replay0, state_at = _reverse_states(cfg, apply, us, steps, stride)
     if cfg.symmetric:
         apply_t = apply
+    elif cfg.method == "affine-lanczos":
+        # A_aug^T = [[A, 0], [b^T, 0]]: the last entry of the adjoint state
+        # (the adjoint of the constant) feeds nothing else and no parameter
+        # gradient, so it is kept at zero and A_aug^T acts as A.
+        transposed = transpose_matvec(matvec, params, g[0])
+        apply_t = lambda y: transposed(y).at[-1].set(0.0)  # noqa: E731
     elif cfg.skew:
         apply_t = lambda x: -apply(x)  # noqa: E731  (A^T = -A: no transpose needed)
     else:
@@ -627,11 +647,11 @@ def _backward_two_sided(cfg: _Config, matvec, params, saved, g, tol):
                 # Cut short by the forward step's start; not on the first sub-step,
                 # which has no step-size history (see _stop_at_step).
                 clipped = (s_end < sigma_suggest) & jnp.isfinite(sigma_suggest)
-                stop = _stop_at_step(cfg, sigma_try, tol_rate, clipped)
-                basis_b, pieces_b = _decompose(cfg, apply_t, lam, stop)
-                prop_b = _propagator(cfg, pieces_b)
+                stop = _stop_at_step(cfg.adjoint, sigma_try, tol_rate, clipped)
+                basis_b, pieces_b = _decompose(cfg.adjoint, apply_t, lam, stop)
+                prop_b = _propagator(cfg.adjoint, pieces_b)
                 sigma, _, _, sigma_next, trials, ok = _largest_step(
-                    cfg, prop_b, sigma_try, tol_rate
+                    cfg.adjoint, prop_b, sigma_try, tol_rate
                 )
                 reached = sigma >= s_end
                 s_start = jnp.where(reached, 0.0, s_end - sigma)
@@ -804,6 +824,26 @@ def _check_skew(matvec, v, params):
             )
 
 
+def _check_augmented(matvec, v, params):
+    """ValueError unless ``A x`` has a zero last entry (concrete inputs only).
+
+    ``"affine-lanczos"`` takes the augmented operator ``[[A, b], [0, 0]]`` of
+    :func:`~pdeinv.expm.augment_affine`; its last row must vanish.  (That ``A``
+    is symmetric is the caller's assertion, as for ``"lanczos"``.)
+    """
+    leaves = jax.tree_util.tree_leaves((v, params))
+    if any(isinstance(x, jax.core.Tracer) for x in leaves):
+        return
+    probe = np.random.default_rng(0).standard_normal(v.shape[0]).astype(v.dtype)
+    out = matvec(jnp.asarray(probe), params)
+    if float(jnp.abs(out[-1])) > 0:
+        raise ValueError(
+            "method='affine-lanczos' needs the augmented operator [[A, b], [0, 0]] of "
+            "augment_affine (a zero last row), but A x has last entry "
+            f"{float(out[-1]):.3g}; use method='arnoldi'"
+        )
+
+
 def _prepare(
     matvec,
     v,
@@ -871,16 +911,26 @@ def _prepare(
         _check_skew(matvec, v, params)
     if reorthogonalize is None:
         reorthogonalize = method == "arnoldi"
-    if method == "skew-lanczos" and reorthogonalize:
-        raise ValueError("reorthogonalize=True is not available for method='skew-lanczos'")
-    if method == "skew-lanczos" and gradient == "discrete":
+    if method in ("skew-lanczos", "affine-lanczos") and reorthogonalize:
+        raise ValueError(f"reorthogonalize=True is not available for method={method!r}")
+    if method in ("skew-lanczos", "affine-lanczos") and gradient == "discrete":
         raise ValueError(
-            "gradient='discrete' supports method='arnoldi' and 'lanczos', not 'skew-lanczos'"
+            f"gradient='discrete' supports method='arnoldi' and 'lanczos', not {method!r}"
         )
+    if method == "affine-lanczos":
+        _check_augmented(matvec, v, params)
     k = int(min(krylov_dim, n))
     slots = rank = 0
     # Oscillatory (skew) trajectories are never of low rank: no trajectory bases.
-    if checkpoint == "trajectory" and gradient == "two-sided" and method != "skew-lanczos":
+    # The bordered affine projection has no eigenbasis shortcut for the samples
+    # (their Padé squarings cost more than the rebuilt bases save: measured on
+    # 64^2 heat with boundary data, value+gradient 2x the homogeneous solve with
+    # state checkpoints, 3.5x with trajectory bases).
+    if (
+        checkpoint == "trajectory"
+        and gradient == "two-sided"
+        and method not in ("skew-lanczos", "affine-lanczos")
+    ):
         rank = min(_TRAJECTORY_RANK, k)
         if rank < k:  # else a projection would store as much as the basis itself
             per_step = (rank + 1) * n + k * (k + rank + 3)
@@ -974,6 +1024,16 @@ def expm_multiply(
         sweep measures ``q^T A q`` on every Krylov vector and raises at run time
         when it exceeds ``sqrt(eps) max ||A q||``.  It supports neither
         ``reorthogonalize=True`` nor ``gradient="discrete"``.
+        ``"affine-lanczos"``: ``matvec`` is the augmented operator
+        ``[[A, b(params)], [0, 0]]`` of :func:`augment_affine` with ``A``
+        symmetric and ``v = [u0; s]`` (``s = 1`` for ``u' = A u + b``); the
+        forward basis is ``v`` followed by Lanczos vectors of ``A`` from
+        ``A u0 + s b`` (a bordered tridiagonal projection, no orthogonalisation
+        against the basis), the adjoint plain Lanczos.  Its reverse mode treats
+        the last entry of ``v`` as a constant and ignores cotangents on the last
+        entry of the result (both are the affine bookkeeping, not part of the
+        state ``u``): their derivatives come out zero.  Concrete inputs whose
+        operator has a nonzero last row raise a ``ValueError``.
     krylov_dim
         Krylov dimension per step (clipped to ``n``).
     gradient

@@ -313,3 +313,54 @@ def lanczos(
         another dtype.
     """
     return _lanczos(matvec, v, params, krylov_dim, reorthogonalize=reorthogonalize)
+
+
+def bordered_lanczos_process(apply: Callable[[Array], Array]) -> Process:
+    """Krylov process for an affine system augmented as ``[[A, b], [0, 0]]``, ``A`` symmetric.
+
+    For ``u' = A u + b`` on the augmented state ``x = [u; 1]`` (see
+    :func:`pdeinv.augment_affine`) the Krylov space of ``x`` is ``span{x}`` plus
+    ``[K(A, A u + b); 0]``: the augmented operator maps ``x`` to ``[A u + b; 0]``
+    and every vector with a zero last entry to ``[A v; 0]``.  So the basis is
+    ``q_0 = x / ||x||`` followed by the plain symmetric three-term recurrence
+    started from ``apply(q_0)``, and the projected matrix is the symmetric
+    tridiagonal ``T`` of that recurrence bordered by one column,
+    ``H = [[0, 0], [||A q_0|| e_1, T]]``: ``A Q = Q H + r e_k^T`` holds exactly
+    although ``q_0`` is not orthogonal to the rest.  The cost per step is that of
+    Lanczos, where Arnoldi on the augmented (nonsymmetric) operator would
+    orthogonalise against the whole basis.
+
+    ``apply`` must map vectors with a zero last entry to vectors with a zero
+    last entry (the caller's augmented operator does; nothing checks it here).
+    """
+    inner = _recurrence(apply)
+
+    def init(v, k):
+        return inner.init(v, k)
+
+    def step(state, j):
+        q, q_prev, b_prev, active, num_steps, scale = state
+        first = j == 0
+        w = apply(q) - b_prev * q_prev
+        # q_0 starts the space but is not a Lanczos vector: nothing is
+        # subtracted from A q_0, and q_1 has no predecessor in the recurrence.
+        alpha = jnp.where(first, 0.0, jnp.dot(q, w)).astype(q.dtype)
+        w = w - alpha * q
+        norm_w = safe_norm(w)
+        scale = jnp.maximum(scale, jnp.sqrt(b_prev**2 + alpha**2 + norm_w**2))
+        broke = norm_w <= breakdown_tolerance(scale, q.dtype)
+        num_steps = num_steps + active.astype(num_steps.dtype)
+        active = active & ~broke
+        b_next = jnp.where(broke, jnp.zeros_like(norm_w), norm_w)
+        q_next = safe_normalize(w, norm_w, broke)
+        carried = jnp.where(first, jnp.zeros_like(b_next), b_next)
+        q_carried = jnp.where(first, jnp.zeros_like(q), q)
+        return (q_next, q_carried, carried, active, num_steps, scale), (q, alpha, b_next)
+
+    def finish(beta, state, outputs, size):
+        dec, residual_norm, skewness = inner.finish(beta, state, outputs, size)
+        # T's coupling of q_0 and q_1 is one-sided: A q_0 has a q_1 part, but
+        # A q_1 has no q_0 part (the recurrence never subtracted one).
+        return dec._replace(small=dec.small.at[0, 1].set(0.0)), residual_norm, skewness
+
+    return Process(init, step, finish)

@@ -44,11 +44,14 @@ def simulate_info(model: Model, params, times, *, u0=None, **expm_kwargs):
       in those variables with the form's method (the wave: skew Lanczos);
     - a symmetric homogeneous model with Lanczos;
     - an affine model ``u' = A u + b`` through the augmented state ``[u; 1]``
-      (:func:`pdeinv.augment_affine`), which is not symmetric: Arnoldi;
+      (:func:`pdeinv.augment_affine`): for a symmetric ``A`` the bordered
+      Lanczos process (``method="affine-lanczos"``, the cost of Lanczos), else
+      Arnoldi;
     - anything else with Arnoldi.
 
     An explicit ``method`` in ``expm_kwargs`` solves in the model's own state
-    variables with that method.
+    variables with that method (``"lanczos"`` for an affine model means its
+    symmetric path, ``"affine-lanczos"``).
     """
     u0 = model.u0 if u0 is None else jnp.asarray(u0)
     form = model.krylov_form
@@ -62,7 +65,12 @@ def simulate_info(model: Model, params, times, *, u0=None, **expm_kwargs):
     if model.source is None:
         expm_kwargs.setdefault("method", "lanczos" if model.symmetric else "arnoldi")
         return expm_multiply_info(model.matvec, u0, params, times, **expm_kwargs)
-    expm_kwargs["method"] = "arnoldi"
+    method = expm_kwargs.get("method") or ("lanczos" if model.symmetric else "arnoldi")
+    if method == "lanczos":  # the augmented operator is not symmetric; its A is
+        method = "affine-lanczos"
+    elif method == "skew-lanczos":
+        raise ValueError("method='skew-lanczos' does not apply to a model with a source term")
+    expm_kwargs["method"] = method
     matvec_aug = augment_affine(model.matvec, model.source)
     v = jnp.concatenate([u0, jnp.ones((1,), u0.dtype)])
     states, stats = expm_multiply_info(matvec_aug, v, params, times, **expm_kwargs)

@@ -424,6 +424,7 @@ def test_trajectory_policy_matches_rebuilt_bases_with_fewer_matvecs(method):
     assert counts["trajectory"] < counts["states"]
 
 
+@pytest.mark.slow  # ~35 s: forced fallbacks compile several extra programs
 def test_trajectory_check_falls_back_to_the_rebuilt_basis(monkeypatch):
     # With 2-vector trajectory bases most steps are marked invalid by the
     # forward sweep or fail the span check: those rebuild the forward basis,

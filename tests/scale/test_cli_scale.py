@@ -56,6 +56,7 @@ def test_small_multi_experiment_float32_run_on_two_devices(tmp_path):
     assert (out / "fit.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow  # ~25 s (a subprocess and an in-process fit)
 def test_devices_option_and_single_device_layout(tmp_path):
     proc = run_cli(["fit", LARGE, "--out", tmp_path / "a", "--devices", "3", *SMALL_LARGE])
     assert proc.returncode == 1

@@ -12,6 +12,11 @@ import textwrap
 
 import pytest
 
+# One child process with four forced host devices (about 40 s on 2 cores): sharding
+# stays covered in the default suite by the two-device CLI run of
+# tests/scale/test_cli_scale.py; the exact sharded-equals-single checks run with -m slow.
+pytestmark = pytest.mark.slow
+
 CHILD = textwrap.dedent(
     """
     import json

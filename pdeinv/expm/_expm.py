@@ -573,6 +573,8 @@ def _backward_two_sided(cfg: _Config, matvec, params, saved, g, tol):
             basis_f, pieces_f = rebuilt(j, u_j)
 
         def cotangent(m, basis_b, aux):
+            if cfg.skew:
+                return _full_rank_cotangent(matvec, params, m, basis_f, basis_b), aux
             return _low_rank_cotangent(matvec, params, m, basis_f, basis_b, rank_tol), aux
 
         return _propagator(cfg, pieces_f), cotangent, replay, aux
@@ -712,18 +714,19 @@ def _low_rank_cotangent(matvec, params, m, basis_f, basis_b, rank_tol):
     basis vectors and of ``dA``).
     """
     left, right, keep = _singular_pairs(m, rank_tol)
+    return params_cotangent_low_rank(matvec, params, left, basis_f, right, basis_b, keep)
 
-    def low_rank(_):
-        return params_cotangent_low_rank(matvec, params, left, basis_f, right, basis_b, keep)
 
-    def full_rank(_):
-        # sum_p d<sum_q M_pq V_b e_q, A V_f e_p>: one product M V_b and batched
-        # VJPs over the k forward vectors, cheaper than k separate pairs (each
-        # forming two combinations of the bases) once most pairs count, as on
-        # oscillatory operators, where M has nearly full rank.
-        return params_cotangent(matvec, params, basis_f, m @ basis_b)
+def _full_rank_cotangent(matvec, params, m, basis_f, basis_b):
+    """``sum_p d<(M V_b)_p, A V_f e_p>/dparams``: one product and ``k`` batched VJPs.
 
-    return lax.cond(2 * keep > m.shape[0], full_rank, low_rank, None)
+    For oscillatory (skew) operators the quadrature matrix has nearly full
+    rank (the trajectory rotates through the whole Krylov space: measured on
+    the 64^2 wave, every sub-step above k/2), and forming ``k`` pairs of basis
+    combinations costs more than one product ``M V_b``.  Chosen per method, not
+    per sub-step: under ``vmap`` a data-dependent choice would run both.
+    """
+    return params_cotangent(matvec, params, basis_f, m @ basis_b)
 
 
 def _singular_pairs(m, rank_tol):

@@ -25,6 +25,7 @@ def tiny(tmp_path):
     return path
 
 
+@pytest.mark.slow  # ~18 s; tests/reference/test_compare_core.py covers the core by default
 def test_compare_writes_outputs_and_prints_table(tiny, tmp_path, capsys):
     out = tmp_path / "cmp"
     assert main(["compare", str(tiny), "--out", str(out), *FAST]) == 0

@@ -53,6 +53,7 @@ def _wait_for_iteration(proc, timeout=120):
     pytest.fail("no progress line:\n" + "".join(lines))
 
 
+@pytest.mark.slow  # ~22 s subprocess; the in-process SIGTERM test covers the stop path by default
 def test_sigint_writes_the_run_folder_then_resume_continues(tmp_path):
     config = tmp_path / "small.yaml"
     config.write_text(SMALL)

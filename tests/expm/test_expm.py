@@ -96,7 +96,10 @@ def test_symmetric_diffusion_arnoldi(stiffness, tol):
 
 
 @pytest.mark.parametrize("stiffness", [10.0, 1e3])
-@pytest.mark.parametrize("tol", [1e-10, 1e-6, 1e-3])
+@pytest.mark.parametrize(
+    "tol",
+    [pytest.param(1e-10, marks=pytest.mark.slow), 1e-6, 1e-3],  # 1e-10: ~15 s each
+)
 def test_nonsymmetric_advection_diffusion(stiffness, tol):
     params, v = diffusion_problem(50, stiffness, seed=3)
     params["velocity"] = jnp.asarray(3.0)
@@ -398,7 +401,10 @@ def _matvec_counter():
     return matvec, calls
 
 
-@pytest.mark.parametrize("method", ["lanczos", "arnoldi"])
+@pytest.mark.parametrize(
+    "method",
+    ["lanczos", pytest.param("arnoldi", marks=pytest.mark.slow)],  # arnoldi: ~18 s
+)
 def test_trajectory_policy_matches_rebuilt_bases_with_fewer_matvecs(method):
     # The default policy replaces each step's rebuilt Krylov basis by a stored
     # trajectory basis where the a posteriori check allows: the gradient stays
@@ -488,7 +494,7 @@ def test_vmap_of_grad_over_start_vectors():
     ("method", "gradient"),
     [
         ("lanczos", "two-sided"),
-        ("arnoldi", "two-sided"),
+        pytest.param("arnoldi", "two-sided", marks=pytest.mark.slow),  # ~15 s
         pytest.param("lanczos", "discrete", marks=pytest.mark.slow),
     ],
 )

@@ -125,6 +125,7 @@ def _problems(model, initial, sigma):
     return multi, singles
 
 
+@pytest.mark.slow  # ~26 s; test_vmap_gradients_equal_separate covers batching by default
 def test_objective_sums_single_experiments(heat):
     sigma = np.array([0.5, 1.0, 2.0])[:, None]  # per time, broadcast over experiments
     model, initial = heat

@@ -37,6 +37,7 @@ def run_cli(args, devices=1, timeout=900):
     )  # fmt: skip
 
 
+@pytest.mark.slow  # ~28 s subprocess fit on two forced devices
 def test_small_multi_experiment_float32_run_on_two_devices(tmp_path):
     out = tmp_path / "run"
     proc = run_cli(["fit", LARGE, "--out", out, "--quiet", *SMALL_LARGE], devices=2)

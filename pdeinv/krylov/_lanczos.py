@@ -59,8 +59,9 @@ def _start(v):
     return beta, active0, safe_normalize(v, beta, ~active0)
 
 
-def _recurrence(apply) -> Process:
-    """The plain three-term recurrence.
+def _recurrence(apply, *, bordered: bool = False) -> Process:
+    """The plain three-term recurrence (``bordered``: started one vector late,
+    see :func:`bordered_lanczos_process`).
 
     ``max_j ||A q_j||`` for the breakdown test is taken from the recurrence,
     ``||A q_j||^2 = b_j^2 + alpha_j^2 + b_{j+1}^2``, which saves a reduction
@@ -73,10 +74,15 @@ def _recurrence(apply) -> Process:
         zero = jnp.zeros((), v.dtype)
         return beta, (q0, jnp.zeros_like(v), zero, active0, jnp.zeros((), jnp.int32), zero)
 
-    def step(state, _):
+    def step(state, j):
         q, q_prev, b_prev, active, num_steps, scale = state
         w = apply(q) - b_prev * q_prev
         alpha = jnp.dot(q, w)
+        if bordered:
+            # q_0 starts the space but is not a Lanczos vector: nothing is
+            # subtracted from A q_0, and q_1 has no predecessor in the recurrence.
+            first = j == 0
+            alpha = jnp.where(first, jnp.zeros_like(alpha), alpha)
         w = w - alpha * q
         norm_w = safe_norm(w)
         scale = jnp.maximum(scale, jnp.sqrt(b_prev**2 + alpha**2 + norm_w**2))
@@ -85,7 +91,11 @@ def _recurrence(apply) -> Process:
         active = active & ~broke
         b_next = jnp.where(broke, jnp.zeros_like(norm_w), norm_w)
         q_next = safe_normalize(w, norm_w, broke)
-        return (q_next, q, b_next, active, num_steps, scale), (q, alpha, b_next)
+        b_carried, q_carried = b_next, q
+        if bordered:
+            b_carried = jnp.where(first, jnp.zeros_like(b_next), b_next)
+            q_carried = jnp.where(first, jnp.zeros_like(q), q)
+        return (q_next, q_carried, b_carried, active, num_steps, scale), (q, alpha, b_next)
 
     def finish(beta, state, outputs, size):
         basis, alphas, offdiag = outputs
@@ -333,29 +343,7 @@ def bordered_lanczos_process(apply: Callable[[Array], Array]) -> Process:
     ``apply`` must map vectors with a zero last entry to vectors with a zero
     last entry (the caller's augmented operator does; nothing checks it here).
     """
-    inner = _recurrence(apply)
-
-    def init(v, k):
-        return inner.init(v, k)
-
-    def step(state, j):
-        q, q_prev, b_prev, active, num_steps, scale = state
-        first = j == 0
-        w = apply(q) - b_prev * q_prev
-        # q_0 starts the space but is not a Lanczos vector: nothing is
-        # subtracted from A q_0, and q_1 has no predecessor in the recurrence.
-        alpha = jnp.where(first, 0.0, jnp.dot(q, w)).astype(q.dtype)
-        w = w - alpha * q
-        norm_w = safe_norm(w)
-        scale = jnp.maximum(scale, jnp.sqrt(b_prev**2 + alpha**2 + norm_w**2))
-        broke = norm_w <= breakdown_tolerance(scale, q.dtype)
-        num_steps = num_steps + active.astype(num_steps.dtype)
-        active = active & ~broke
-        b_next = jnp.where(broke, jnp.zeros_like(norm_w), norm_w)
-        q_next = safe_normalize(w, norm_w, broke)
-        carried = jnp.where(first, jnp.zeros_like(b_next), b_next)
-        q_carried = jnp.where(first, jnp.zeros_like(q), q)
-        return (q_next, q_carried, carried, active, num_steps, scale), (q, alpha, b_next)
+    inner = _recurrence(apply, bordered=True)
 
     def finish(beta, state, outputs, size):
         dec, residual_norm, skewness = inner.finish(beta, state, outputs, size)
@@ -363,4 +351,4 @@ def bordered_lanczos_process(apply: Callable[[Array], Array]) -> Process:
         # A q_1 has no q_0 part (the recurrence never subtracted one).
         return dec._replace(small=dec.small.at[0, 1].set(0.0)), residual_norm, skewness
 
-    return Process(init, step, finish)
+    return Process(inner.init, inner.step, finish)

@@ -23,7 +23,7 @@ import functools
 import equinox.internal as eqxi
 import jax
 import jax.numpy as jnp
-from jax.interpreters import ad
+from jax.interpreters import ad, batching
 
 try:  # jax >= 0.4.36 linearizes directly; the tracer type is not re-exported
     from jax._src.interpreters.ad import LinearizeTracer as _LinearizeTracer
@@ -209,7 +209,7 @@ def _jvp(primals, tangents):
     raise NotImplementedError(
         "expm_multiply: forward mode over forward mode (jax.jacfwd of jax.jacfwd, jax.hessian) is "
         "not supported; first derivatives are, in both modes, and jax.jvp of jax.grad (a "
-        "Hessian-vector product) works for method='lanczos' and 'skew-lanczos'"
+        "Hessian-vector product) works for method='lanczos'"
     )
 
 
@@ -239,3 +239,30 @@ _tangent_p = eqxi.create_vprim(
     eqxi.filter_primitive_jvp(_jvp),
     eqxi.filter_primitive_transpose(materialise_zeros=True)(_transpose_rule),
 )
+
+
+def _batch_rule(axis_data, inputs, batch_axes, **params):
+    """Batching: equinox's mapped rules, with every linear input batched first.
+
+    The mapped transpose returns one cotangent per batch element for each
+    linear input; an input shared across the batch (``params`` under
+    ``jax.grad(jax.vmap(f, in_axes=(0, None)))``) is broadcast here, so that
+    JAX's transpose of the broadcast sums those cotangents.
+    """
+    treedef = params["treedef"]
+    positions = jax.tree_util.tree_unflatten(treedef, list(range(treedef.num_leaves)))
+    num_linear = len(jax.tree_util.tree_leaves(positions[3]))
+    inputs, batch_axes = list(inputs), list(batch_axes)
+    if any(b is not None for b in batch_axes):
+        for i in range(len(inputs) - num_linear, len(inputs)):
+            if batch_axes[i] is None:
+                x = inputs[i]
+                inputs[i] = jnp.broadcast_to(x, (axis_data.size, *jnp.shape(x)))
+                batch_axes[i] = 0
+    return _mapped_batch_rule(axis_data, tuple(inputs), tuple(batch_axes), **params)
+
+
+# (jax keeps the batching rules of primitives in this table; equinox registered
+# its mapped rule there.)
+_mapped_batch_rule = batching.fancy_primitive_batchers[_tangent_p]
+batching.fancy_primitive_batchers[_tangent_p] = _batch_rule

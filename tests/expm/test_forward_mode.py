@@ -202,3 +202,17 @@ def test_forward_over_forward_is_refused_with_a_clear_error():
     f = lambda p: expm_multiply(diffusion_matvec, v, p, 1.0, method="lanczos")  # noqa: E731
     with pytest.raises(NotImplementedError, match="forward mode over forward mode"):
         jax.jacfwd(jax.jacfwd(f))(params)
+
+
+def test_gradient_of_a_batch_with_shared_params_sums_the_per_element_gradients():
+    # jax.grad(jax.vmap(f, in_axes=(0, None))): the tangent primitive is batched
+    # while params are not (the multi-experiment objective); reverse mode must sum.
+    n = 12
+    params, _ = diffusion_problem(n, 50.0, seed=21)
+    vs = jnp.asarray(np.random.default_rng(22).standard_normal((3, n)))
+    f = lambda v, p: expm_multiply(diffusion_matvec, v, p, 1.0, tol=1e-8, method="lanczos")  # noqa: E731
+    batched = jax.grad(lambda p: jnp.sum(jax.vmap(f, in_axes=(0, None))(vs, p) ** 2))(params)
+    looped = [jax.grad(lambda p, v=v: jnp.sum(f(v, p) ** 2))(params) for v in vs]
+    total = jax.tree_util.tree_map(lambda *g: sum(g), *looped)
+    for a, b in zip(jax.tree.leaves(batched), jax.tree.leaves(total), strict=True):
+        assert rel(a, b) <= 1e-10

@@ -131,6 +131,7 @@ def test_simulate_then_fit_from_file_then_plot(tiny, tmp_path, capsys):
     data = np.load(sim / "result.npz")
     assert data["observations"].shape == (2, 9) and data["sensors"].shape == (9, 2)
     assert (sim / "kappa.png").is_file() and (sim / "fit.png").is_file()
+    assert json.loads((sim / "metrics.json").read_text())["status"] == "converged"
 
     fit_dir = tmp_path / "fit"
     code = main([
@@ -149,6 +150,35 @@ def test_simulate_then_fit_from_file_then_plot(tiny, tmp_path, capsys):
     assert (fit_dir / "kappa.png").is_file()
     assert main(["plot", str(tmp_path)]) == 1
     assert "not a run folder" in capsys.readouterr().err
+
+
+def test_simulate_status_failed_and_interrupted(tiny, tmp_path, capsys, monkeypatch):
+    import os
+    import signal
+
+    from pdeinv.cli import _experiment
+
+    failed = tmp_path / "failed"
+    assert main(["simulate", str(tiny), "--out", str(failed), "solver.max_steps=1"]) == 1
+    metrics = json.loads((failed / "metrics.json").read_text())
+    assert metrics["status"] == "failed"
+    assert metrics["error"].startswith("expm_multiply: max_steps=1 reached")
+    assert "Traceback" not in capsys.readouterr().err
+
+    # Ctrl-C during the solve: the run stops after it, says so, and exits 130.
+    build = _experiment.build_experiment
+
+    def build_then_interrupt(config, **kwargs):
+        experiment = build(config, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)
+        return experiment
+
+    monkeypatch.setattr(_experiment, "build_experiment", build_then_interrupt)
+    stopped = tmp_path / "stopped"
+    assert main(["simulate", str(tiny), "--out", str(stopped), "--quiet"]) == 130
+    metrics = json.loads((stopped / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted" and metrics["interrupted_by"] == "SIGINT"
+    assert (stopped / "config.yaml").is_file() and not (stopped / "result.npz").exists()
 
 
 def info(i):

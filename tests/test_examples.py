@@ -37,7 +37,7 @@ SMALL = {
         "model.grid=[12, 12]",
         "parameterization.coarse_grid=[4, 4]",
         "experiments.random=1",
-        "dtype=float64",
+        "precision=float64",
         "optimizer.max_iter=2",
         "check.enabled=false",
     ],

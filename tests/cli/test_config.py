@@ -4,6 +4,7 @@ import pytest
 import yaml
 
 from pdeinv.cli._config import (
+    ConfigDeprecationWarning,
     ConfigError,
     apply_overrides,
     defaults,
@@ -95,6 +96,21 @@ def test_resolved_config_round_trip(tmp_path):
     config = load_config(write(tmp_path, "seed: 5\nregularization: {weight: 1.0e-4}\n"), ["seed=7"])
     again = resolve_config(yaml.safe_load(dump_config(config)))
     assert again == config
+
+
+def test_old_key_dtype_is_precision_with_a_warning(tmp_path):
+    with pytest.warns(ConfigDeprecationWarning, match="write `precision: float32` instead"):
+        config = load_config(write(tmp_path, "dtype: float32\n"))
+    assert config["precision"] == "float32" and "dtype" not in config
+    assert config["solver"]["tol"] == 1e-5  # float32's default tolerance followed it
+    with pytest.warns(ConfigDeprecationWarning, match="old name of 'precision'"):
+        assert resolve_config(None, ["dtype=float32"])["precision"] == "float32"
+    with pytest.raises(ConfigError, match="'dtype' is the old name of 'precision' and they"):
+        resolve_config({"dtype": "float32", "precision": "float64"})
+    # The resolved config.yaml of an old run folder holds `dtype: null` ("not set").
+    old_run = yaml.safe_load(dump_config(defaults())) | {"dtype": None, "precision": "float32"}
+    assert resolve_config(old_run)["precision"] == "float32"
+    assert resolve_config(None, ["dtype=null"])["precision"] == "float64"
 
 
 def test_schema_markdown_lists_every_key():

@@ -1,4 +1,7 @@
-"""End-to-end CLI: fit / simulate / plot, run folders, errors, reproducibility."""
+"""End-to-end CLI: fit / simulate / plot, run folders, errors, reproducibility.
+
+The ``tiny`` config (8 x 8 heat, 4 iterations) is in tests/conftest.py.
+"""
 
 import io
 import json
@@ -11,23 +14,6 @@ import yaml
 from pdeinv.cli import main
 from pdeinv.cli._progress import Progress
 from pdeinv.inverse import IterationInfo
-
-TINY = """
-seed: 1
-model: {pde: heat, grid: [8, 8], initial_condition: bumps}
-truth: {field: inclusion, radius: 0.25}
-observations: {times: [0.005, 0.01]}
-noise: {level: 0.01}
-regularization: {kind: h1, weight: 1.0}
-optimizer: {max_iter: 4}
-"""
-
-
-@pytest.fixture
-def tiny(tmp_path):
-    path = tmp_path / "tiny.yaml"
-    path.write_text(TINY)
-    return path
 
 
 def test_help_lists_subcommands(capsys):

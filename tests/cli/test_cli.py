@@ -60,23 +60,21 @@ def test_fit_writes_run_folder_and_reruns_identically(tiny, tmp_path, capsys):
     np.testing.assert_array_equal(result["x"], result2["x"])
 
 
-def test_existing_folder_needs_force(tiny, tmp_path, capsys):
-    out = tmp_path / "run"
-    out.mkdir()
-    assert main(["fit", str(tiny), "--out", str(out), "optimizer.max_iter=1"]) == 1
-    err = capsys.readouterr().err
-    assert "already exists" in err and "--force" in err
-    fast = ["optimizer.max_iter=1", "check.enabled=false", "output.figures=false"]
-    assert main(["fit", str(tiny), "--out", str(out), "--force", "--quiet", *fast]) == 0
-    assert (out / "metrics.json").is_file()
-
-
-def test_default_run_folder_under_runs(tiny, tmp_path, monkeypatch, capsys):
+def test_run_folder_default_existing_and_force(tiny, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     args = ["optimizer.max_iter=1", "check.enabled=false", "output.figures=false"]
     assert main(["fit", str(tiny), "--quiet", *args]) == 0
     folders = list((tmp_path / "runs").iterdir())
     assert len(folders) == 1 and folders[0].name.startswith("tiny-")
+    # An existing folder is refused before any solve; --force replaces it (the
+    # folder logic is shared by the sub-commands: simulate is the cheaper run).
+    out = folders[0]
+    assert main(["fit", str(tiny), "--out", str(out), *args]) == 1
+    err = capsys.readouterr().err
+    assert "already exists" in err and "--force" in err
+    assert main(["simulate", str(tiny), "--out", str(out), "--force", "--quiet", *args]) == 0
+    assert "history_objective" not in np.load(out / "result.npz")  # the fit's files are gone
+    assert json.loads((out / "metrics.json").read_text())["status"] == "converged"
 
 
 @pytest.mark.parametrize(

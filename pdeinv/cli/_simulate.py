@@ -42,8 +42,6 @@ def run(args) -> int:
     config = prepare(args)
     if config["data"]["source"] != "synthetic":
         raise ConfigError("simulate needs data.source = synthetic (it makes the data)")
-    folder = run_folder(config, args.out, args.force)
-    report.write_config(folder, dump_config(config))
 
     def message(text):
         if not args.quiet:
@@ -52,7 +50,9 @@ def run(args) -> int:
     # The first SIGINT/SIGTERM ends the run after the current solve, a second at once;
     # either way metrics.json says "interrupted".
     with StopOnSignal(message) as stop:
+        folder = run_folder(config, args.out, args.force)
         try:
+            report.write_config(folder, dump_config(config))
             metrics = _simulate(config, folder, stop)
         except KeyboardInterrupt:  # a second signal: stop now
             metrics = {"name": config["name"]}
@@ -82,6 +82,8 @@ def _simulate(config, folder, stop) -> dict:
     from ._experiment import _space_arrays, build_experiment, expm_statistics, run_title
     from ._scale import split_experiment_arrays
 
+    if stop():
+        return {"name": config["name"]}
     experiment = build_experiment(config)
     if stop():
         return {"name": config["name"]}

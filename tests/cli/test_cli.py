@@ -140,24 +140,23 @@ def test_simulate_status_failed_and_interrupted(tiny, tmp_path, capsys, monkeypa
     import os
     import signal
 
-    from pdeinv.cli import _experiment
+    from pdeinv import report
 
     failed = tmp_path / "failed"
-    assert main(["simulate", str(tiny), "--out", str(failed), "solver.max_steps=1"]) == 1
+    assert main(["simulate", str(tiny), "--out", str(failed), "truth.field=x - 2"]) == 1
     metrics = json.loads((failed / "metrics.json").read_text())
-    assert metrics["status"] == "failed"
-    assert metrics["error"].startswith("expm_multiply: max_steps=1 reached")
+    assert metrics["status"] == "failed" and "must be positive" in metrics["error"]
     assert "Traceback" not in capsys.readouterr().err
 
-    # Ctrl-C during the solve: the run stops after it, says so, and exits 130.
-    build = _experiment.build_experiment
+    # Ctrl-C while the run starts: it stops before the next solve, says so, exits 130.
+    write_config = report.write_config
 
-    def build_then_interrupt(config, **kwargs):
-        experiment = build(config, **kwargs)
+    def write_then_interrupt(*args):
+        path = write_config(*args)
         os.kill(os.getpid(), signal.SIGINT)
-        return experiment
+        return path
 
-    monkeypatch.setattr(_experiment, "build_experiment", build_then_interrupt)
+    monkeypatch.setattr(report, "write_config", write_then_interrupt)
     stopped = tmp_path / "stopped"
     assert main(["simulate", str(tiny), "--out", str(stopped), "--quiet"]) == 130
     metrics = json.loads((stopped / "metrics.json").read_text())

@@ -33,7 +33,7 @@ def triangle_mesh(n=6):
     return Space(grid.points, simplex_split(grid), "triangle")
 
 
-@pytest.fixture(params=["grid", "mesh"], scope="module")  # shared: compiled once per space
+@pytest.fixture(params=["grid", "mesh"])
 def space(request):
     return (
         grid_space((7, 5), (0.0, 0.0), (2.0, 1.0)) if request.param == "grid" else triangle_mesh()

@@ -12,6 +12,7 @@ FAST = ["--solvers", "pdeinv", "tsit5-fixed", "--tols", "1e-5", "--repeats", "1"
         "--reference", "pdeinv", "model.grid=[6, 6]"]  # fmt: skip
 
 
+@pytest.mark.slow  # ~18 s; tests/reference/test_compare_core.py covers the core by default
 def test_compare_writes_outputs_and_prints_table(tiny, tmp_path, capsys):
     out = tmp_path / "cmp"
     assert main(["compare", str(tiny), "--out", str(out), *FAST]) == 0

@@ -11,6 +11,36 @@ import pytest  # noqa: E402
 jax.config.update("jax_enable_x64", True)
 
 
+@pytest.fixture
+def write_file(tmp_path):
+    """``write_file(text, name="run.yaml") -> Path``: a file holding ``text`` in ``tmp_path``."""
+
+    def write(text: str, name: str = "run.yaml"):
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+
+    return write
+
+
+# A config that runs in seconds: 8 x 8 heat, two output times, 4 iterations.
+TINY_CONFIG = """
+seed: 1
+model: {pde: heat, grid: [8, 8], initial_condition: bumps}
+truth: {field: inclusion, radius: 0.25}
+observations: {times: [0.005, 0.01]}
+noise: {level: 0.01}
+regularization: {kind: h1, weight: 1.0}
+optimizer: {max_iter: 4}
+"""
+
+
+@pytest.fixture
+def tiny(write_file):
+    """Path of ``tiny.yaml`` holding :data:`TINY_CONFIG` (the run name is ``tiny``)."""
+    return write_file(TINY_CONFIG, "tiny.yaml")
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _release_compiled_programs():
     """Drop JAX's compiled executables after each test module.

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from pdeinv.cli import main
+from pdeinv.cli._config import load_config
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -37,7 +38,7 @@ SMALL = {
         "model.grid=[12, 12]",
         "parameterization.coarse_grid=[4, 4]",
         "experiments.random=1",
-        "dtype=float64",
+        "precision=float64",
         "optimizer.max_iter=2",
         "check.enabled=false",
     ],
@@ -48,7 +49,22 @@ def test_every_example_is_covered():
     assert {p.name for p in EXAMPLES.glob("*.yaml")} == set(SMALL)
 
 
-@pytest.mark.parametrize("name", sorted(SMALL))
+# Pipelines the default suite runs elsewhere (say where); here with -m slow.
+COVERED = {
+    "heat.yaml": "tests/cli/test_cli.py fits the same heat pipeline on an 8 x 8 grid",
+    "heat_large.yaml": "tests/scale/test_batch.py fits a multi-experiment heat problem",
+}
+
+
+def test_every_example_config_is_valid():
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        config = load_config(path, SMALL[path.name])
+        assert config["name"] == path.stem
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in COVERED else n for n in sorted(SMALL)]
+)
 def test_example_runs(name, tmp_path):
     out = tmp_path / "run"
     assert main(["fit", str(EXAMPLES / name), "--out", str(out), "--quiet", *SMALL[name]]) == 0

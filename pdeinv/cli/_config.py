@@ -14,6 +14,7 @@ import dataclasses
 import difflib
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -49,14 +50,10 @@ SCHEMA: dict[str, Any] = {
     ),
     "seed": Option(0, "int", "Seed of all randomness (noise, blobs, random sensors).", minimum=0),
     "precision": Option(
-        "float64", "str", "Floating-point precision of the run.", choices=("float64", "float32")
-    ),
-    "dtype": Option(
-        None,
+        "float64",
         "str",
-        "Same as `precision` (float32 runs without x64); when set it wins.",
+        "Floating-point precision of the run (float32 runs without JAX's x64); formerly `dtype`.",
         choices=("float64", "float32"),
-        nullable=True,
     ),
     "model": {
         "pde": Option(
@@ -399,6 +396,47 @@ def _suggest(key: str, candidates) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
+# Top-level keys under an old name: old -> new.  The old name still works, with a
+# ConfigDeprecationWarning; ``dtype: null`` (in resolved configs of old run
+# folders, meaning "not set") is dropped silently.
+_RENAMED = {"dtype": "precision"}
+
+
+class ConfigDeprecationWarning(FutureWarning):
+    """A config key given under its old name (the message names the new one)."""
+
+
+def _renamed(key: str, value: Any) -> str:
+    """The current name of top-level ``key`` (a warning when it is an old one)."""
+    if key not in _RENAMED:
+        return key
+    if value is not None:
+        warnings.warn(
+            f"config key {key!r} is deprecated: it is the old name of {_RENAMED[key]!r}; "
+            f"write `{_RENAMED[key]}: {value}` instead (same meaning)",
+            ConfigDeprecationWarning,
+            stacklevel=4,
+        )
+    return _RENAMED[key]
+
+
+def _rename_old_keys(raw: Any) -> Any:
+    """``raw`` with its old top-level key names replaced (both names, if they differ: error)."""
+    if not isinstance(raw, dict) or not any(old in raw for old in _RENAMED):
+        return raw
+    out = {key: value for key, value in raw.items() if key not in _RENAMED}
+    for old, new in _RENAMED.items():
+        if old not in raw or raw[old] is None:
+            continue
+        if new in raw and raw[new] != raw[old]:
+            raise ConfigError(
+                f"{old!r} is the old name of {new!r} and they disagree "
+                f"({old}: {raw[old]}, {new}: {raw[new]}); keep only {new!r}"
+            )
+        out[_renamed(old, raw[old])] = raw[old]
+    return out
+
+
 def _merge(target: dict, source: Any, schema: dict, prefix: str) -> None:
     if not isinstance(source, dict):
         where = prefix.rstrip(".") or "the config"
@@ -447,6 +485,9 @@ def apply_overrides(config: dict, overrides) -> dict:
     config = copy.deepcopy(config)
     for text in overrides:
         key, value = parse_override(text)
+        if key in _RENAMED and value is None:
+            continue  # e.g. dtype=null: "not set", as it always meant
+        key = _renamed(key, value)
         option = _lookup(SCHEMA, key)
         if isinstance(option, dict):
             if not isinstance(value, dict):
@@ -727,8 +768,6 @@ def _cross_check(config: dict) -> None:
     if model["boundary"] == "periodic" and model["mesh"] is not None:
         raise ConfigError("model.boundary = periodic needs a grid, not model.mesh")
     _cross_check_sources(config)
-    if config["dtype"] is not None:
-        config["precision"] = config["dtype"]
     if config["data"]["source"] == "file" and (
         config["experiments"]["initial_conditions"] is not None or config["experiments"]["random"]
     ):
@@ -783,7 +822,7 @@ def resolve_config(raw: dict | None, overrides=(), *, base: str | os.PathLike = 
     """Defaults + ``raw`` + overrides, validated; relative paths resolved against ``base``."""
     config = defaults()
     if raw is not None:
-        _merge(config, raw, SCHEMA, "")
+        _merge(config, _rename_old_keys(raw), SCHEMA, "")
     config = apply_overrides(config, overrides)
     _validate(config, SCHEMA, Path(base))
     _cross_check(config)

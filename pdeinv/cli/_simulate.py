@@ -1,7 +1,16 @@
-"""``python -m pdeinv simulate CONFIG.yaml``: forward solve + synthetic data only."""
+"""``python -m pdeinv simulate CONFIG.yaml``: forward solve + synthetic data only.
+
+Its ``metrics.json`` has a ``status`` like every run folder's: ``converged`` when
+the forward solve reached every output time within ``solver.tol`` (the only way
+it finishes: a solve that gives up raises), ``failed`` with the one-line
+``error`` when the run ends with an error, ``interrupted`` after Ctrl-C or
+SIGTERM (exit status 130).  It never writes ``max_iter``: there is no iteration
+budget.
+"""
 
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
@@ -26,19 +35,62 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from .. import report
     from ._config import ConfigError, dump_config
-    from ._experiment import _space_arrays, build_experiment, expm_statistics, run_title
+    from ._fit import _write_failed
+    from ._robust import EXIT_INTERRUPTED, StopOnSignal
 
     start = time.perf_counter()
     config = prepare(args)
     if config["data"]["source"] != "synthetic":
         raise ConfigError("simulate needs data.source = synthetic (it makes the data)")
-    folder = run_folder(config, args.out, args.force)
+
+    def message(text):
+        if not args.quiet:
+            print(text, file=sys.stderr)
+
+    # The first SIGINT/SIGTERM ends the run after the current solve, a second at once;
+    # either way metrics.json says "interrupted".
+    with StopOnSignal(message) as stop:
+        folder = run_folder(config, args.out, args.force)
+        try:
+            report.write_config(folder, dump_config(config))
+            metrics = _simulate(config, folder, stop)
+        except KeyboardInterrupt:  # a second signal: stop now
+            metrics = {"name": config["name"]}
+        except Exception as err:
+            _write_failed(folder, config, err, None)
+            raise
+    interrupted = "status" not in metrics  # a signal after the last step changes nothing
+    if interrupted:
+        metrics["status"] = "interrupted"
+        metrics["interrupted_by"] = stop.requested or "SIGINT"
+    metrics["wall_time_s"] = time.perf_counter() - start
+    report.write_metrics(folder, metrics)
+    print(f"run folder: {folder}")
+    if interrupted:
+        message("interrupted (status interrupted)")
+        return EXIT_INTERRUPTED
+    return 0
+
+
+def _simulate(config, folder, stop) -> dict:
+    """Solve and write result.npz, fields.vtu, figures; the metrics (``status`` once done).
+
+    ``stop()`` is polled between the steps; when it asks, the metrics so far
+    come back without ``status``.
+    """
+    from .. import report
+    from ._experiment import _space_arrays, build_experiment, expm_statistics, run_title
+    from ._scale import split_experiment_arrays
+
+    if stop():
+        return {"name": config["name"]}
     experiment = build_experiment(config)
+    if stop():
+        return {"name": config["name"]}
     problem = experiment.problem
     statistics = expm_statistics(
         experiment.model, experiment.true_params, problem.times, problem.solver
     )
-    report.write_config(folder, dump_config(config))
     arrays = {
         **_space_arrays(experiment.space),
         "coefficient": np.asarray(experiment.coefficient),
@@ -57,19 +109,18 @@ def run(args) -> int:
     if experiment.observation_kind == "sensors":
         arrays["sensors"] = problem.observation.locations
         arrays["sensor_locations"] = problem.observation.locations
-    from ._scale import split_experiment_arrays
-
     report.write_result(folder, split_experiment_arrays(arrays))
     metrics = {
+        "name": config["name"],
         "coefficient": experiment.coefficient,
         "num_nodes": experiment.space.num_nodes,
         "num_states": experiment.model.num_states,
         "num_data": int(np.asarray(problem.data).size),
         "noise_sigma": float(np.mean(problem.sigma)),
         "solver_statistics": statistics,
-        "wall_time_s": time.perf_counter() - start,
     }
-    report.write_metrics(folder, metrics)
+    if stop():  # the data are written; the fields and figures are not
+        return metrics
     if config["output"]["vtu"]:
         report.write_vtu(
             folder,
@@ -80,5 +131,5 @@ def run(args) -> int:
         )
     if config["output"]["figures"]:
         report.draw_figures(folder)
-    print(f"run folder: {folder}")
-    return 0
+    # Every solve reached its output times within solver.tol (one that gives up raises).
+    return {**metrics, "status": "converged"}

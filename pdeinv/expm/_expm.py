@@ -28,8 +28,11 @@ Forward mode and the wiring of both rules into JAX live in ``_rules.py``
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import logging
+import re
 from typing import Any, NamedTuple
 
 import equinox as eqx
@@ -943,15 +946,61 @@ _expm_core_jit = jax.jit(_expm_core, static_argnums=(0, 1))
 
 
 def _call(matvec, v, params, t, options):
-    cfg, v, ts, tol, scalar_t, params = _prepare(matvec, v, params, t, **options)
-    # Values matvec closes over (possibly tracers being differentiated) become
-    # explicit arguments, so that their gradients are not silently dropped.
-    closed, consts = jax.closure_convert(matvec, v, params)
-    if any(isinstance(c, jax.core.Tracer) for c in consts):
-        ys, stats = _expm_core_jit(cfg, _ClosedMatvec(closed), v, (params, tuple(consts)), ts, tol)
-    else:
-        ys, stats = _expm_core_jit(cfg, matvec, v, params, ts, tol)
+    with _one_line_runtime_errors():
+        cfg, v, ts, tol, scalar_t, params = _prepare(matvec, v, params, t, **options)
+        # Values matvec closes over (possibly tracers being differentiated) become
+        # explicit arguments, so that their gradients are not silently dropped.
+        closed, consts = jax.closure_convert(matvec, v, params)
+        if any(isinstance(c, jax.core.Tracer) for c in consts):
+            closed = _ClosedMatvec(closed)
+            ys, stats = _expm_core_jit(cfg, closed, v, (params, tuple(consts)), ts, tol)
+        else:
+            ys, stats = _expm_core_jit(cfg, matvec, v, params, ts, tol)
+        if not isinstance(ys, jax.core.Tracer):  # not under a user's trace: finish here
+            jax.block_until_ready((ys, stats))
     return (ys[0] if scalar_t else ys), stats
+
+
+class ExpmRuntimeError(jax.errors.JaxRuntimeError, eqx.EquinoxRuntimeError):
+    """A run-time check of :func:`expm_multiply` failed; the message is one line.
+
+    Both a ``jax.errors.JaxRuntimeError`` and an ``equinox.EquinoxRuntimeError``
+    (what such failures raised before), so existing ``except`` clauses still match.
+
+    Raised instead of XLA's multi-line callback error when the failed check ran
+    while ``expm_multiply`` itself was on the stack (concrete inputs, or
+    ``jax.grad`` without ``jit``).  Under a caller's ``jax.jit`` the check fires
+    when the caller's compiled program runs, outside ``expm_multiply``: jaxlib then
+    raises its own ``JaxRuntimeError`` whose first line is its callback banner and
+    whose line ``..._EquinoxRuntimeError: <message>`` holds the same message.
+    """
+
+
+class _DropCheckTracebacks(logging.Filter):
+    """Hide jax's logged traceback of a failed equinox check (the error says it once)."""
+
+    def filter(self, record):
+        exc = record.exc_info[1] if record.exc_info else None
+        return type(exc).__name__ != "_EquinoxRuntimeError"
+
+
+@contextlib.contextmanager
+def _one_line_runtime_errors():
+    """Re-raise a failed ``eqx.error_if`` check as :class:`ExpmRuntimeError` (one line)."""
+    logger = logging.getLogger("jax._src.callback")
+    quiet = _DropCheckTracebacks()
+    logger.addFilter(quiet)
+    try:
+        yield
+    except (jax.errors.JaxRuntimeError, eqx.EquinoxRuntimeError) as err:
+        # jaxlib's text has "..._EquinoxRuntimeError: <message>", equinox's own
+        # (eager checks run through its filter_jit) "equinox.EquinoxRuntimeError: <message>".
+        found = re.search(r"EquinoxRuntimeError: (.+)", str(err))
+        if found is None or isinstance(err, ExpmRuntimeError):
+            raise
+        raise ExpmRuntimeError(found.group(1).strip()) from None
+    finally:
+        logger.removeFilter(quiet)
 
 
 class _ClosedMatvec:
@@ -1078,9 +1127,14 @@ def expm_multiply(
     Raises
     ------
     ValueError, TypeError
-        Bad arguments (named in the message).  Under ``jit`` value checks on
-        traced inputs (non-finite ``v``/``t``, decreasing ``t``) and the step
-        budget raise ``equinox``'s runtime error instead.
+        Bad arguments (named in the message), before any solve.
+    jax.errors.JaxRuntimeError
+        A solve that gives up (step budget, no step meeting ``tol``) or, under
+        ``jit``, a traced input that is not finite (``v``, a leaf of ``params``,
+        ``t``) or a decreasing ``t``.  Called outside a ``jit`` it is an
+        :class:`ExpmRuntimeError` whose message is one line; under a caller's
+        ``jit`` it is jaxlib's callback error, in which the line
+        ``..._EquinoxRuntimeError: <message>`` carries the same message.
 
     See Also
     --------

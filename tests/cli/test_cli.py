@@ -1,4 +1,7 @@
-"""End-to-end CLI: fit / simulate / plot, run folders, errors, reproducibility."""
+"""End-to-end CLI: fit / simulate / plot, run folders, errors, reproducibility.
+
+The ``tiny`` config (8 x 8 heat, 4 iterations) is in tests/conftest.py.
+"""
 
 import io
 import json
@@ -11,23 +14,6 @@ import yaml
 from pdeinv.cli import main
 from pdeinv.cli._progress import Progress
 from pdeinv.inverse import IterationInfo
-
-TINY = """
-seed: 1
-model: {pde: heat, grid: [8, 8], initial_condition: bumps}
-truth: {field: inclusion, radius: 0.25}
-observations: {times: [0.005, 0.01]}
-noise: {level: 0.01}
-regularization: {kind: h1, weight: 1.0}
-optimizer: {max_iter: 4}
-"""
-
-
-@pytest.fixture
-def tiny(tmp_path):
-    path = tmp_path / "tiny.yaml"
-    path.write_text(TINY)
-    return path
 
 
 def test_help_lists_subcommands(capsys):
@@ -74,23 +60,21 @@ def test_fit_writes_run_folder_and_reruns_identically(tiny, tmp_path, capsys):
     np.testing.assert_array_equal(result["x"], result2["x"])
 
 
-def test_existing_folder_needs_force(tiny, tmp_path, capsys):
-    out = tmp_path / "run"
-    out.mkdir()
-    assert main(["fit", str(tiny), "--out", str(out), "optimizer.max_iter=1"]) == 1
-    err = capsys.readouterr().err
-    assert "already exists" in err and "--force" in err
-    fast = ["optimizer.max_iter=1", "check.enabled=false", "output.figures=false"]
-    assert main(["fit", str(tiny), "--out", str(out), "--force", "--quiet", *fast]) == 0
-    assert (out / "metrics.json").is_file()
-
-
-def test_default_run_folder_under_runs(tiny, tmp_path, monkeypatch, capsys):
+def test_run_folder_default_existing_and_force(tiny, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     args = ["optimizer.max_iter=1", "check.enabled=false", "output.figures=false"]
     assert main(["fit", str(tiny), "--quiet", *args]) == 0
     folders = list((tmp_path / "runs").iterdir())
     assert len(folders) == 1 and folders[0].name.startswith("tiny-")
+    # An existing folder is refused before any solve; --force replaces it (the
+    # folder logic is shared by the sub-commands: simulate is the cheaper run).
+    out = folders[0]
+    assert main(["fit", str(tiny), "--out", str(out), *args]) == 1
+    err = capsys.readouterr().err
+    assert "already exists" in err and "--force" in err
+    assert main(["simulate", str(tiny), "--out", str(out), "--force", "--quiet", *args]) == 0
+    assert "history_objective" not in np.load(out / "result.npz")  # the fit's files are gone
+    assert json.loads((out / "metrics.json").read_text())["status"] == "converged"
 
 
 @pytest.mark.parametrize(
@@ -131,6 +115,7 @@ def test_simulate_then_fit_from_file_then_plot(tiny, tmp_path, capsys):
     data = np.load(sim / "result.npz")
     assert data["observations"].shape == (2, 9) and data["sensors"].shape == (9, 2)
     assert (sim / "kappa.png").is_file() and (sim / "fit.png").is_file()
+    assert json.loads((sim / "metrics.json").read_text())["status"] == "converged"
 
     fit_dir = tmp_path / "fit"
     code = main([
@@ -149,6 +134,34 @@ def test_simulate_then_fit_from_file_then_plot(tiny, tmp_path, capsys):
     assert (fit_dir / "kappa.png").is_file()
     assert main(["plot", str(tmp_path)]) == 1
     assert "not a run folder" in capsys.readouterr().err
+
+
+def test_simulate_status_failed_and_interrupted(tiny, tmp_path, capsys, monkeypatch):
+    import os
+    import signal
+
+    from pdeinv import report
+
+    failed = tmp_path / "failed"
+    assert main(["simulate", str(tiny), "--out", str(failed), "truth.field=x - 2"]) == 1
+    metrics = json.loads((failed / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and "must be positive" in metrics["error"]
+    assert "Traceback" not in capsys.readouterr().err
+
+    # Ctrl-C while the run starts: it stops before the next solve, says so, exits 130.
+    write_config = report.write_config
+
+    def write_then_interrupt(*args):
+        path = write_config(*args)
+        os.kill(os.getpid(), signal.SIGINT)
+        return path
+
+    monkeypatch.setattr(report, "write_config", write_then_interrupt)
+    stopped = tmp_path / "stopped"
+    assert main(["simulate", str(tiny), "--out", str(stopped), "--quiet"]) == 130
+    metrics = json.loads((stopped / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted" and metrics["interrupted_by"] == "SIGINT"
+    assert (stopped / "config.yaml").is_file() and not (stopped / "result.npz").exists()
 
 
 def info(i):

@@ -7,22 +7,9 @@ import pytest
 
 from pdeinv.cli import main
 
-TINY = """
-seed: 1
-model: {pde: heat, grid: [6, 6], initial_condition: bumps}
-truth: {field: inclusion, radius: 0.25}
-observations: {times: [0.005, 0.01]}
-noise: {level: 0.01}
-"""
+# The shared `tiny` config (tests/conftest.py) on a 6 x 6 grid.
 FAST = ["--solvers", "pdeinv", "tsit5-fixed", "--tols", "1e-5", "--repeats", "1",
-        "--reference", "pdeinv"]  # fmt: skip
-
-
-@pytest.fixture
-def tiny(tmp_path):
-    path = tmp_path / "tiny.yaml"
-    path.write_text(TINY)
-    return path
+        "--reference", "pdeinv", "model.grid=[6, 6]"]  # fmt: skip
 
 
 @pytest.mark.slow  # ~18 s; tests/reference/test_compare_core.py covers the core by default

@@ -8,16 +8,9 @@ from pdeinv.cli import main
 from pdeinv.cli._config import ConfigError, load_config, schema_markdown
 
 
-def write(tmp_path, text, name="run.yaml"):
-    path = tmp_path / name
-    path.write_text(text)
-    return path
-
-
-def test_valid_sources_boundary_and_capacity(tmp_path):
+def test_valid_sources_boundary_and_capacity(write_file):
     config = load_config(
-        write(
-            tmp_path,
+        write_file(
             "model: {boundary: {left: {dirichlet: 1}, right: {neumann: 0.5}, top: neumann,"
             " bottom: dirichlet}, capacity: '1 + x'}\n"
             "sources:\n"
@@ -64,14 +57,14 @@ def test_valid_sources_boundary_and_capacity(tmp_path):
         ("model: {pde: wave}\nsources: [{location: [0.5, 0.5], rate: 1}]", "heat only"),
     ],
 )  # fmt: skip
-def test_bad_input_names_the_key(tmp_path, text, pattern):
+def test_bad_input_names_the_key(write_file, text, pattern):
     with pytest.raises(ConfigError, match=pattern):
-        load_config(write(tmp_path, text + "\n"))
+        load_config(write_file(text + "\n"))
 
 
-def test_cli_prints_one_error_line_for_a_mesh_tag_typo(tmp_path, capsys):
+def test_cli_prints_one_error_line_for_a_mesh_tag_typo(write_file, tmp_path, capsys):
     mesh = Path(__file__).resolve().parents[2] / "meshes" / "unit_square.msh"
-    path = write(tmp_path, f"model: {{mesh: {mesh}, boundary: {{rigth: dirichlet}}}}\n")
+    path = write_file(f"model: {{mesh: {mesh}, boundary: {{rigth: dirichlet}}}}\n")
     assert main(["simulate", str(path), "--out", str(tmp_path / "out"), "--quiet"]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
@@ -79,9 +72,9 @@ def test_cli_prints_one_error_line_for_a_mesh_tag_typo(tmp_path, capsys):
     assert "did you mean 'right'" in err[0]
 
 
-def test_cli_names_the_csv_row_and_column(tmp_path, capsys):
+def test_cli_names_the_csv_row_and_column(write_file, tmp_path, capsys):
     (tmp_path / "d.csv").write_text("time,x,y,value\n0.1,0.5,0.5,1\n0.2,0.5,0.5,oops\n")
-    path = write(tmp_path, "data: {source: file, file: d.csv}\n")
+    path = write_file("data: {source: file, file: d.csv}\n")
     assert main(["fit", str(path), "--out", str(tmp_path / "out"), "--quiet"]) != 0
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: data.file: ")

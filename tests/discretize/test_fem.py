@@ -36,7 +36,9 @@ SPACES = {
 }
 
 
-@pytest.fixture(params=sorted(SPACES))
+# One space per module: compiled operators are cached per Space object (hashed by identity),
+# so the tests below share them instead of compiling each again.
+@pytest.fixture(params=sorted(SPACES), scope="module")
 def space(request):
     return SPACES[request.param]()
 

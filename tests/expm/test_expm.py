@@ -143,7 +143,7 @@ def test_several_output_times_match_separate_calls():
 
 
 def test_gradient_with_respect_to_time():
-    params, v = diffusion_problem(20, 10.0)
+    params, v = diffusion_problem(40, 10.0)  # n = 40: its value solves are compiled already
     f = lambda t: jnp.sum(expm_multiply(diffusion_matvec, v, params, t, tol=1e-12) ** 2)
     h = 1e-5
     fd = (f(0.5 + h) - f(0.5 - h)) / (2 * h)
@@ -151,9 +151,10 @@ def test_gradient_with_respect_to_time():
 
 
 def test_zero_vector_and_zero_time():
-    params, v = diffusion_problem(20, 10.0)
-    w = jnp.asarray(np.random.default_rng(5).standard_normal(20))
-    zero = jnp.zeros(20)
+    # n = 40 like test_symmetric_diffusion_*: the same compiled solves serve both.
+    params, v = diffusion_problem(40, 10.0)
+    w = jnp.asarray(np.random.default_rng(5).standard_normal(40))
+    zero = jnp.zeros(40)
     y = expm_multiply(diffusion_matvec, zero, params, 1.0, method="lanczos")
     assert np.all(np.asarray(y) == 0)
     # The gradient w.r.t. v at v = 0 is still exp(tA^T) w: the adjoint sweep must run.
@@ -183,9 +184,10 @@ def test_eigenvector_start_is_exact_happy_breakdown():
 
 
 def test_gradient_matches_finite_differences_and_taylor():
-    params, v = diffusion_problem(30, 300.0, seed=7)
+    # n = 50 like test_nonsymmetric_advection_diffusion: its value solves are compiled.
+    params, v = diffusion_problem(50, 300.0, seed=7)
     params["velocity"] = jnp.asarray(1.5)
-    data = jnp.asarray(np.random.default_rng(8).standard_normal(30))
+    data = jnp.asarray(np.random.default_rng(8).standard_normal(50))
 
     def loss(m):
         p = dict(params, log_kappa=m)
@@ -251,6 +253,7 @@ def test_jit_vmap_and_closure():
     assert rel(jax.grad(loss)(1.0), fd) < 1e-6
 
 
+@pytest.mark.slow  # ~20 s; tests/scale/test_float32.py checks float32 values and gradients
 def test_float32_smoke():
     params, v = diffusion_problem(30, 100.0)
     p32 = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), params)
@@ -276,7 +279,11 @@ def test_statistics():
     assert 0 <= float(stats.error_estimate) < 1e-6
 
 
-@pytest.mark.parametrize("method", ["lanczos", "arnoldi"])
+@pytest.mark.parametrize(
+    "method",
+    # arnoldi: ~12 s; the size control is the same code for both processes
+    ["lanczos", pytest.param("arnoldi", marks=pytest.mark.slow)],
+)
 def test_krylov_size_control_saves_matvecs_at_output_times(method):
     # Steps clipped to one of many output times need smaller Krylov spaces; the
     # values and the gradient must stay as accurate as the tolerance says.
@@ -370,7 +377,11 @@ def test_two_sided_gradient_accurate_where_discrete_adjoint_is_not():
     assert errors["discrete"] > 10 * errors["two-sided"]
 
 
-@pytest.mark.parametrize("method", ["lanczos", "arnoldi"])
+@pytest.mark.parametrize(
+    "method",
+    # arnoldi: ~12 s; the policy's code path is the same for both processes
+    ["lanczos", pytest.param("arnoldi", marks=pytest.mark.slow)],
+)
 def test_bases_checkpoint_policy_gives_the_same_gradient(method):
     params, v = diffusion_problem(30, 1e3, seed=12)
     w = jnp.asarray(np.random.default_rng(13).standard_normal(30))

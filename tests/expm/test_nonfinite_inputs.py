@@ -1,5 +1,6 @@
 """Non-finite ``v``, ``params`` or ``t`` are refused before any solve, naming the argument."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,13 +39,35 @@ def test_concrete_non_finite_is_a_one_line_value_error(args, expected):
     assert len(str(info.value).splitlines()) == 1
 
 
+def test_runtime_failure_outside_jit_is_one_line():
+    """Checks that fire inside the solver while expm_multiply is on the stack: one line."""
+    from pdeinv.expm._expm import ExpmRuntimeError
+
+    wavy = jnp.sin(jnp.arange(N, dtype=V.dtype))  # not in the operator's null space
+    with pytest.raises(ExpmRuntimeError) as info:  # the step budget, a concrete call
+        expm_multiply(matvec, wavy, PARAMS, 50.0, max_steps=1, krylov_dim=4)
+    assert str(info.value).startswith("expm_multiply: max_steps=1 reached before the final time")
+    # It is still what such failures always were, for except clauses written for them.
+    assert isinstance(info.value, jax.errors.JaxRuntimeError)
+    assert isinstance(info.value, eqx.EquinoxRuntimeError)
+    # NaN params under jax.grad without jit: traced (checked at run time), eagerly run.
+    bad = {"kappa": PARAMS["kappa"].at[1].set(jnp.nan)}
+    with pytest.raises(ExpmRuntimeError) as info:
+        jax.grad(lambda p: jnp.sum(expm_multiply(matvec, wavy, p, 0.5)))(bad)
+    assert str(info.value) == (
+        "expm_multiply: `params['kappa']` contains non-finite values (NaN or inf)."
+    )
+
+
 def test_non_finite_params_under_jit_is_a_runtime_error_with_the_message():
     bad = {"kappa": PARAMS["kappa"].at[0].set(jnp.nan)}
     solve = jax.jit(lambda v, p: expm_multiply(matvec, v, p, 0.5))
     with pytest.raises(jax.errors.JaxRuntimeError) as info:
         solve(V, bad).block_until_ready()
-    # XLA puts its own first line on a callback error; the message is one line of
-    # it, and the CLI's reporting picks exactly that line.
+    # Under the caller's jit the check fires in the caller's compiled program, not
+    # in expm_multiply: jaxlib's error then starts with its own callback banner
+    # (made in C++; nothing in Python can change it) and the message is one line
+    # of it, the one the CLI's reporting picks.
     message = "expm_multiply: `params['kappa']` contains non-finite values (NaN or inf)."
     assert message in str(info.value)
     assert _one_line(info.value) == message

@@ -7,30 +7,25 @@ from pdeinv.discretize import grid, structured_triangle_mesh
 from pdeinv.inverse import read_sensor_csv
 
 SPACE = grid((8, 8))
+CSV = "wells.csv"
 
 
-def write(tmp_path, text, name="wells.csv"):
-    path = tmp_path / name
-    path.write_text(text)
-    return path
-
-
-def test_rows_in_any_order_grouped_by_sensor(tmp_path):
-    path = write(
-        tmp_path,
+def test_rows_in_any_order_grouped_by_sensor(write_file):
+    path = write_file(
         " Time , X,y,value,sigma\n"
         "0.2,0.5,0.25,-2.0,0.1\n"
         "0.1,0.25,0.75,1.0,0.1\n"
         "\n"
         "0.1,0.5,0.25,-1.0,0.2\n"
         "0.2,0.25,0.75,2.0,0.1\n",
+        CSV,
     )
     data = read_sensor_csv(path, SPACE)
     np.testing.assert_allclose(data.times, [0.1, 0.2])
     np.testing.assert_allclose(data.sensors, [[0.5, 0.25], [0.25, 0.75]])
     np.testing.assert_allclose(data.values, [[-1.0, 1.0], [-2.0, 2.0]])
     np.testing.assert_allclose(data.sigma, [[0.2, 0.1], [0.1, 0.1]])
-    no_sigma = read_sensor_csv(write(tmp_path, "value,time,y,x\n1.5,1.0,0.5,0.5\n"), SPACE)
+    no_sigma = read_sensor_csv(write_file("value,time,y,x\n1.5,1.0,0.5,0.5\n", CSV), SPACE)
     assert no_sigma.sigma is None and no_sigma.values.shape == (1, 1)
 
 
@@ -55,16 +50,16 @@ def test_rows_in_any_order_grouped_by_sensor(tmp_path):
         ("time,x,y,value\n", "no data rows"),
     ],
 )  # fmt: skip
-def test_errors_name_file_row_and_column(tmp_path, text, pattern):
-    path = write(tmp_path, text)
+def test_errors_name_file_row_and_column(write_file, text, pattern):
+    path = write_file(text, CSV)
     with pytest.raises(ValueError, match=pattern) as info:
         read_sensor_csv(path, SPACE)
     assert str(path) in str(info.value)
 
 
-def test_sensor_outside_a_mesh(tmp_path):
+def test_sensor_outside_a_mesh(write_file):
     mesh = structured_triangle_mesh(4, 4)
-    inside = read_sensor_csv(write(tmp_path, "time,x,y,value\n1,0.3,0.3,1\n"), mesh)
+    inside = read_sensor_csv(write_file("time,x,y,value\n1,0.3,0.3,1\n", CSV), mesh)
     assert inside.sensors.shape == (1, 2)
     with pytest.raises(ValueError, match="outside the domain"):
-        read_sensor_csv(write(tmp_path, "time,x,y,value\n1,1.3,0.3,1\n"), mesh)
+        read_sensor_csv(write_file("time,x,y,value\n1,1.3,0.3,1\n", CSV), mesh)

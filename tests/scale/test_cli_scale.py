@@ -65,7 +65,7 @@ def test_devices_option_and_single_device_layout(tmp_path):
     # float64 in-process: no x64 switch; one device runs the experiments unsharded.
     out = tmp_path / "b"
     args = ["fit", LARGE, "--out", out, "--quiet", "--devices", "1", *SMALL_LARGE]
-    args += ["dtype=float64", "optimizer.max_iter=1", "check.enabled=false", "output.vtu=false"]
+    args += ["precision=float64", "optimizer.max_iter=1", "check.enabled=false", "output.vtu=false"]
     assert main([str(a) for a in args]) == 0
     layout = json.loads((out / "metrics.json").read_text())["devices"]
     assert layout["count"] == 1 and layout["mesh_shape"] is None
@@ -73,12 +73,12 @@ def test_devices_option_and_single_device_layout(tmp_path):
 
 
 def test_experiments_config_keys():
-    config = resolve_config({"dtype": "float32", "experiments": {"random": 2}})
+    config = resolve_config({"precision": "float32", "experiments": {"random": 2}})
     assert config["precision"] == "float32" and config["solver"]["tol"] == 1e-5
     config = resolve_config({"experiments": {"initial_conditions": "bumps"}})
     assert config["experiments"]["initial_conditions"] == ["bumps"]
     bad = [
-        ({"dtype": "float16"}, "dtype must be one of float64, float32"),
+        ({"precision": "float16"}, "precision must be one of float64, float32"),
         ({"experiments": {"initial_conditions": []}}, "experiments.initial_conditions must"),
         ({"experiments": {"initial_conditions": ["bumps", 3]}}, "non-empty strings"),
         ({"experiments": {"random": -1}}, "experiments.random must be >= 0"),

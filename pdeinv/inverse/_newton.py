@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -71,6 +72,10 @@ class NewtonCG:
     bounds
         ``(lo, hi)`` for all variables, or one ``(lo, hi)`` per variable (``None``
         for no bound on that side); ``None``: unbounded.
+    preconditioner
+        ``preconditioner(x) -> (r -> M⁻¹ r)`` (numpy vectors), asked once per Newton
+        step, for a symmetric positive definite ``M ≈ H(x)``; restricted to the free
+        variables.  ``None`` (default): plain CG.
     """
 
     max_iter: int = 50
@@ -84,6 +89,7 @@ class NewtonCG:
     max_backtracks: int = 20
     trust_radius: float | None = None
     bounds: tuple | None = None
+    preconditioner: Callable | None = None
 
     def __post_init__(self):
         checks = {
@@ -130,7 +136,15 @@ class SteihaugResult(NamedTuple):
     residual_norm: float  # ||H p + g|| of the returned step (as CG tracks it)
 
 
-def steihaug_cg(hvp, gradient, *, rtol: float, max_iter: int, radius: float | None = None):
+def steihaug_cg(
+    hvp,
+    gradient,
+    *,
+    rtol: float,
+    max_iter: int,
+    radius: float | None = None,
+    precondition=None,
+):
     r"""Approximately minimise ``q(p) = gᵀp + ½ pᵀHp`` by Steihaug–Toint CG.
 
     CG on ``H p = -g`` from ``p = 0``, stopped when
@@ -155,7 +169,13 @@ def steihaug_cg(hvp, gradient, *, rtol: float, max_iter: int, radius: float | No
     max_iter
         Maximum Hessian–vector products.
     radius
-        Trust radius, or ``None``.
+        Trust radius (Euclidean), or ``None``.
+    precondition
+        ``r -> M⁻¹ r`` for a symmetric positive definite ``M ≈ H`` (preconditioned
+        CG; the residual test stays on ``‖H p + g‖``), or ``None``.  With a
+        preconditioner the iterates grow monotonically in the ``M``-norm, not
+        necessarily in the Euclidean norm the radius is measured in: the step
+        stops at the first iterate outside the radius.
 
     Returns
     -------
@@ -164,10 +184,16 @@ def steihaug_cg(hvp, gradient, *, rtol: float, max_iter: int, radius: float | No
     g = np.asarray(gradient, dtype=float)
     p = np.zeros_like(g)
     r = g.copy()  # residual H p + g
-    d = -r
     g_norm = float(np.linalg.norm(g))
     if g_norm == 0.0:
         return SteihaugResult(p, 0, "converged", 0.0)
+
+    def apply_m(v):
+        return v if precondition is None else np.asarray(precondition(v), dtype=float)
+
+    z = apply_m(r)
+    d = -z
+    rz = float(r @ z)
     rr = float(r @ r)
     for j in range(max_iter):
         hd = np.asarray(hvp(d), dtype=float)
@@ -176,9 +202,9 @@ def steihaug_cg(hvp, gradient, *, rtol: float, max_iter: int, radius: float | No
             if radius is not None:
                 return SteihaugResult(_to_boundary(p, d, radius), j + 1, "negative_curvature",
                                       float(np.sqrt(rr)))  # fmt: skip
-            step = -g if j == 0 else p
+            step = d if j == 0 else p  # d = -M⁻¹g at j = 0
             return SteihaugResult(step, j + 1, "negative_curvature", float(np.sqrt(rr)))
-        alpha = rr / curvature
+        alpha = rz / curvature
         p_next = p + alpha * d
         if radius is not None and np.linalg.norm(p_next) >= radius:
             return SteihaugResult(_to_boundary(p, d, radius), j + 1, "boundary",
@@ -188,14 +214,18 @@ def steihaug_cg(hvp, gradient, *, rtol: float, max_iter: int, radius: float | No
         rr_next = float(r @ r)
         if np.sqrt(rr_next) <= rtol * g_norm:
             return SteihaugResult(p, j + 1, "converged", float(np.sqrt(rr_next)))
-        d = -r + (rr_next / rr) * d
-        rr = rr_next
+        z = apply_m(r)
+        rz_next = float(r @ z)
+        d = -z + (rz_next / rz) * d
+        rr, rz = rr_next, rz_next
     return SteihaugResult(p, max_iter, "max_iter", float(np.sqrt(rr)))
 
 
 def _to_boundary(p, d, radius):
     """``p + τ d`` with ``τ >= 0`` and ``‖p + τ d‖ = radius`` (``‖p‖ <= radius``)."""
     a, b, c = float(d @ d), 2.0 * float(p @ d), float(p @ p) - radius**2
+    if c >= 0.0:  # already outside (preconditioned CG is not monotone in this norm)
+        return p * (radius / np.sqrt(float(p @ p)))
     tau = (-b + np.sqrt(max(b * b - 4 * a * c, 0.0))) / (2 * a)
     return p + tau * d
 
@@ -303,7 +333,17 @@ def _newton_cg(linearize, x0, dtype, options: NewtonCG, history, counter, stop):
         def reduced(v, free=free):
             return free * product(free * v)
 
-        cg = steihaug_cg(reduced, free * grad, rtol=eta, max_iter=options.max_cg, radius=radius)
+        precondition = None
+        if options.preconditioner is not None:
+            inverse = options.preconditioner(x)
+
+            def precondition(r, free=free, inverse=inverse):
+                return free * np.asarray(inverse(free * r), dtype=float)
+
+        cg = steihaug_cg(
+            reduced, free * grad, rtol=eta, max_iter=options.max_cg, radius=radius,
+            precondition=precondition,
+        )  # fmt: skip
         step = cg.step * free
         if not float(grad @ step) < 0.0:  # not a descent direction: projected gradient
             step = -free * grad

@@ -32,6 +32,20 @@ def test_steihaug_solves_a_positive_definite_system():
     assert np.linalg.norm(h @ loose.step + g) <= 0.5 * np.linalg.norm(g) + 1e-12
 
 
+def test_preconditioned_steihaug_needs_fewer_products():
+    # A badly scaled diagonal-plus-low-rank matrix: Jacobi preconditioning clusters it.
+    rng = np.random.default_rng(1)
+    scale = np.logspace(0, 4, 40)
+    u = rng.standard_normal((40, 2))
+    h = np.diag(scale) + np.sqrt(scale)[:, None] * (u @ u.T) * np.sqrt(scale)[None, :]
+    g = rng.standard_normal(40)
+    plain = steihaug_cg(quadratic(h), g, rtol=1e-10, max_iter=200)
+    jacobi = steihaug_cg(quadratic(h), g, rtol=1e-10, max_iter=200,
+                         precondition=lambda r: r / np.diag(h))  # fmt: skip
+    assert jacobi.reason == "converged" and jacobi.iterations < plain.iterations / 3
+    np.testing.assert_allclose(jacobi.step, -np.linalg.solve(h, g), rtol=1e-7)
+
+
 def test_steihaug_negative_curvature():
     h = np.diag([2.0, -1.0])
     # The first direction -g has negative curvature: steepest descent, or to the boundary.

@@ -320,6 +320,13 @@ SCHEMA: dict[str, Any] = {
             "first step uses it), in (0, 1).",
             positive=True,
         ),
+        "cg_memory": Option(
+            50,
+            "int",
+            "newton_cg: (d, H d) pairs of earlier CG runs kept to precondition the next "
+            "(limited-memory inverse Hessian, no extra solves); 0 = plain CG.",
+            minimum=0,
+        ),
         "trust_radius": Option(
             None,
             "float",

@@ -404,6 +404,7 @@ def build_experiment(config: dict, *, with_data: bool = True, devices=None) -> E
             ftol=opt["ftol"],
             max_cg=opt["max_cg"],
             forcing_max=opt["forcing_max"],
+            memory=opt["cg_memory"],
             trust_radius=opt["trust_radius"],
             bounds=bounds,
         )

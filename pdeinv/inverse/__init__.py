@@ -9,6 +9,7 @@ from ._fields import make_field as make_field
 from ._geometry import grid_space as grid_space
 from ._geometry import interpolation_weights as interpolation_weights
 from ._geometry import simplex_geometry as simplex_geometry
+from ._newton import CurvaturePairs as CurvaturePairs
 from ._newton import NewtonCG as NewtonCG
 from ._newton import SteihaugResult as SteihaugResult
 from ._newton import steihaug_cg as steihaug_cg

@@ -75,7 +75,11 @@ class NewtonCG:
     preconditioner
         ``preconditioner(x) -> (r -> M⁻¹ r)`` (numpy vectors), asked once per Newton
         step, for a symmetric positive definite ``M ≈ H(x)``; restricted to the free
-        variables.  ``None`` (default): plain CG.
+        variables.  ``None`` (default): plain CG, or the ``memory`` preconditioner.
+    memory
+        Without a ``preconditioner``: precondition each CG run by the limited-memory
+        inverse built from the last ``memory`` ``(d, H d)`` pairs of the previous
+        runs (:class:`CurvaturePairs`; no extra products).  ``0``: plain CG.
     """
 
     max_iter: int = 50
@@ -90,6 +94,7 @@ class NewtonCG:
     trust_radius: float | None = None
     bounds: tuple | None = None
     preconditioner: Callable | None = None
+    memory: int = 50
 
     def __post_init__(self):
         checks = {
@@ -103,6 +108,7 @@ class NewtonCG:
             "armijo": 0 < self.armijo < 0.5,
             "max_backtracks": self.max_backtracks >= 1,
             "trust_radius": self.trust_radius is None or self.trust_radius > 0,
+            "memory": self.memory >= 0,
         }
         ranges = {
             "max_iter": ">= 1",
@@ -115,6 +121,7 @@ class NewtonCG:
             "armijo": "in (0, 0.5)",
             "max_backtracks": ">= 1",
             "trust_radius": "> 0 or None",
+            "memory": ">= 0",
         }
         for name, ok in checks.items():
             if not ok:
@@ -144,6 +151,7 @@ def steihaug_cg(
     max_iter: int,
     radius: float | None = None,
     precondition=None,
+    pairs: list | None = None,
 ):
     r"""Approximately minimise ``q(p) = gᵀp + ½ pᵀHp`` by Steihaug–Toint CG.
 
@@ -176,6 +184,9 @@ def steihaug_cg(
         preconditioner the iterates grow monotonically in the ``M``-norm, not
         necessarily in the Euclidean norm the radius is measured in: the step
         stops at the first iterate outside the radius.
+    pairs
+        A list the products are appended to as ``(d, H d)`` (directions of positive
+        curvature), e.g. to precondition the next system (:class:`CurvaturePairs`).
 
     Returns
     -------
@@ -204,6 +215,8 @@ def steihaug_cg(
                                       float(np.sqrt(rr)))  # fmt: skip
             step = d if j == 0 else p  # d = -M⁻¹g at j = 0
             return SteihaugResult(step, j + 1, "negative_curvature", float(np.sqrt(rr)))
+        if pairs is not None:
+            pairs.append((d, hd))
         alpha = rz / curvature
         p_next = p + alpha * d
         if radius is not None and np.linalg.norm(p_next) >= radius:
@@ -219,6 +232,43 @@ def steihaug_cg(
         d = -z + (rz_next / rz) * d
         rr, rz = rr_next, rz_next
     return SteihaugResult(p, max_iter, "max_iter", float(np.sqrt(rr)))
+
+
+class CurvaturePairs:
+    """Limited-memory inverse-Hessian from the ``(d, H d)`` pairs of earlier CG runs.
+
+    The L-BFGS two-loop recursion over the last ``memory`` pairs (``H₀ = γ I`` with
+    ``γ = sᵀy / yᵀy`` of the newest pair): the automatic preconditioner of Morales &
+    Nocedal (*SIAM J. Optim.* 10, 2000) for a sequence of Newton–CG systems whose
+    Hessians change little from one step to the next.  Costs no Hessian products.
+    """
+
+    def __init__(self, memory: int):
+        self.memory = int(memory)
+        self.pairs: list = []
+
+    def extend(self, pairs) -> None:
+        for s, y in pairs:
+            if float(s @ y) > 1e-12 * float(np.linalg.norm(s) * np.linalg.norm(y)):
+                self.pairs.append((np.asarray(s, float), np.asarray(y, float)))
+        del self.pairs[: max(len(self.pairs) - self.memory, 0)]
+
+    def __bool__(self) -> bool:
+        return bool(self.pairs)
+
+    def __call__(self, r):
+        q = np.array(r, dtype=float)
+        alphas = []
+        for s, y in reversed(self.pairs):
+            a = float(s @ q) / float(s @ y)
+            alphas.append(a)
+            q -= a * y
+        s, y = self.pairs[-1]
+        q *= float(s @ y) / float(y @ y)
+        for (s, y), a in zip(self.pairs, reversed(alphas), strict=True):
+            b = float(y @ q) / float(s @ y)
+            q += (a - b) * s
+        return q
 
 
 def _to_boundary(p, d, radius):
@@ -313,6 +363,7 @@ def _newton_cg(linearize, x0, dtype, options: NewtonCG, history, counter, stop):
 
     eta = options.forcing_max
     radius = options.trust_radius
+    recycled = CurvaturePairs(options.memory)
     previous_norm = None
     status, message = 1, f"reached max_iter = {options.max_iter}"
     iteration = 0
@@ -334,16 +385,21 @@ def _newton_cg(linearize, x0, dtype, options: NewtonCG, history, counter, stop):
             return free * product(free * v)
 
         precondition = None
-        if options.preconditioner is not None:
-            inverse = options.preconditioner(x)
+        inverse = options.preconditioner(x) if options.preconditioner is not None else None
+        if inverse is None and recycled:
+            inverse = recycled
+        if inverse is not None:
 
             def precondition(r, free=free, inverse=inverse):
                 return free * np.asarray(inverse(free * r), dtype=float)
 
+        pairs = [] if options.memory else None
         cg = steihaug_cg(
             reduced, free * grad, rtol=eta, max_iter=options.max_cg, radius=radius,
-            precondition=precondition,
+            precondition=precondition, pairs=pairs,
         )  # fmt: skip
+        if pairs:
+            recycled.extend(pairs)
         step = cg.step * free
         if not float(grad @ step) < 0.0:  # not a descent direction: projected gradient
             step = -free * grad

@@ -10,7 +10,7 @@ import pytest
 import scipy.optimize
 from test_gauss_newton import N, needs_forward_mode, tiny_problem
 
-from pdeinv.inverse import LBFGSB, NewtonCG, fit, minimize, steihaug_cg
+from pdeinv.inverse import LBFGSB, CurvaturePairs, NewtonCG, fit, minimize, steihaug_cg
 
 
 def quadratic(h):
@@ -44,6 +44,28 @@ def test_preconditioned_steihaug_needs_fewer_products():
                          precondition=lambda r: r / np.diag(h))  # fmt: skip
     assert jacobi.reason == "converged" and jacobi.iterations < plain.iterations / 3
     np.testing.assert_allclose(jacobi.step, -np.linalg.solve(h, g), rtol=1e-7)
+
+
+def test_recycled_curvature_pairs_precondition_the_next_system():
+    # The pairs of one full CG run span the space: their L-BFGS inverse is H^-1
+    # exactly on it, and the next system (same H) converges in one product.
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((8, 8))
+    h = a @ a.T + 0.1 * np.eye(8)
+    pairs = []
+    first = steihaug_cg(quadratic(h), rng.standard_normal(8), rtol=1e-13, max_iter=50, pairs=pairs)
+    assert first.reason == "converged" and len(pairs) == first.iterations
+    memory = CurvaturePairs(memory=first.iterations)
+    memory.extend(pairs)
+    g = rng.standard_normal(8)
+    np.testing.assert_allclose(memory(g), np.linalg.solve(h, g), rtol=1e-6)
+    second = steihaug_cg(quadratic(h), g, rtol=1e-8, max_iter=50, precondition=memory)
+    assert second.iterations == 1
+    # The memory keeps the newest pairs only, and skips pairs of non-positive curvature.
+    small = CurvaturePairs(memory=3)
+    small.extend([*pairs, (np.ones(8), -np.ones(8))])
+    assert len(small.pairs) == 3
+    np.testing.assert_array_equal(small.pairs[-1][0], pairs[-1][0])
 
 
 def test_steihaug_negative_curvature():

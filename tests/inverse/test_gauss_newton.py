@@ -1,5 +1,7 @@
 """Gauss–Newton Hessian–vector products of the inverse problems against dense references."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -76,6 +78,7 @@ def rk4_forward(model, params, times, **_):
     return jnp.stack(states)
 
 
+@functools.lru_cache(maxsize=8)  # one problem (and its compiled functions) per module
 def tiny_problem(*, weight=0.3, sensors=True, at_truth=False, forward=rk4_forward):
     model = tiny_heat()
     space = model.space

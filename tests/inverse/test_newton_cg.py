@@ -213,9 +213,10 @@ def test_solve_counts_follow_the_calls():
 
 
 def test_gauss_newton_fit_matches_lbfgsb():
-    problem, _ = tiny_problem(weight=0.05)
+    problem, _ = tiny_problem()
     x0 = jnp.zeros(N)
-    reference = fit(problem, x0, LBFGSB(max_iter=300, gtol=1e-10, ftol=0.0, bounds=(-3, 3)))
+    lbfgsb = LBFGSB(max_iter=300, gtol=1e-10, ftol=0.0, bounds=(-3, 3))
+    reference = fit(problem, x0, lbfgsb, weight=0.05)
     seen = []
     result = fit(
         problem, x0, NewtonCG(max_iter=40, gtol=1e-8, bounds=(-3, 3)), callback=seen.append

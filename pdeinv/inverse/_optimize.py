@@ -316,7 +316,7 @@ def minimize(
             )  # fmt: skip
         else:
             raise TypeError(
-                f"optimizer must be LBFGSB, Adam or NewtonCG, got {type(optimizer).__name__}"
+                f"optimizer must be NewtonCG, LBFGSB or Adam, got {type(optimizer).__name__}"
             )
     except _Interrupted:
         return _interrupted(history, x0, counter)

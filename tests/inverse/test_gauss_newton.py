@@ -166,6 +166,28 @@ def test_gauss_newton_is_the_misfit_hessian_of_a_linear_model():
                                atol=1e-10 * np.abs(exact).max())  # fmt: skip
 
 
+def test_multi_experiment_residual_and_solve_costs():
+    # Runs without forward mode: the residual the Gauss-Newton methods differentiate.
+    space = grid((4, 4))
+    model = heat_fd(space, 0.0, make_field("bumps", space.points))
+    initial = np.stack([make_field("bumps", space.points), np.ones(space.num_nodes)])
+    obs = PointSensors.at(space, space.points[::3])
+    pmap = ParameterMap(NodalField(space.num_nodes), "log_kappa", dict(model.params))
+    data = np.full((2, 2, obs.num_observations), 0.3)
+    sigma = np.linspace(0.05, 0.2, obs.num_observations)  # per sensor, broadcast
+    problem = MultiExperimentProblem(
+        model, np.array([0.01, 0.02]), pmap, obs, initial, data, sigma, H1Seminorm(space), 0.2
+    )
+    m = jnp.asarray(0.1 * np.sin(np.arange(space.num_nodes)))
+    residual, misfit = jax.jit(lambda m: (problem.weighted_residual(m), problem.misfit(m)))(m)
+    assert residual.shape == data.shape
+    # The misfit sums its own (masked, batched) residual: the two must agree.
+    assert float(misfit) == pytest.approx(0.5 * float(jnp.sum(residual**2)), rel=1e-12)
+    costs = problem.pde_solve_costs()
+    assert costs["value_and_grad"] == {"forward": 2, "adjoint": 2}
+    assert costs["hvp"] == {"tangent": 2, "adjoint": 2}
+
+
 @needs_forward_mode
 def test_multi_experiment_gauss_newton_matches_dense_jacobian():
     space = grid((5, 5))

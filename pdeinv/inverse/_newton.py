@@ -134,7 +134,8 @@ class SteihaugResult(NamedTuple):
     """Outcome of :func:`steihaug_cg`.
 
     ``reason``: ``"converged"`` (relative residual reached), ``"negative_curvature"``,
-    ``"boundary"`` (the step reached the trust radius), ``"max_iter"``.
+    ``"boundary"`` (the step reached the trust radius), ``"max_iter"`` (and, inside
+    Newton–CG, ``"failed"``: a product's solve gave up, the step is ``-g``).
     """
 
     step: np.ndarray
@@ -394,10 +395,19 @@ def _newton_cg(linearize, x0, dtype, options: NewtonCG, history, counter, stop):
                 return free * np.asarray(inverse(free * r), dtype=float)
 
         pairs = [] if options.memory else None
-        cg = steihaug_cg(
-            reduced, free * grad, rtol=eta, max_iter=options.max_cg, radius=radius,
-            precondition=precondition, pairs=pairs,
-        )  # fmt: skip
+        try:
+            cg = steihaug_cg(
+                reduced, free * grad, rtol=eta, max_iter=options.max_cg, radius=radius,
+                precondition=precondition, pairs=pairs,
+            )  # fmt: skip
+        except _Interrupted:
+            raise
+        except Exception as err:  # noqa: BLE001 - filtered just below
+            if not _is_solver_failure(err):
+                raise
+            # A tangent or adjoint solve of a product gave up: a gradient step instead.
+            cg = SteihaugResult(-free * grad, len(pairs or ()), "failed", float("nan"))
+            pairs = None
         if pairs:
             recycled.extend(pairs)
         step = cg.step * free
@@ -407,7 +417,7 @@ def _newton_cg(linearize, x0, dtype, options: NewtonCG, history, counter, stop):
         alpha, accepted = 1.0, None
         for _ in range(options.max_backtracks):
             x_trial = np.clip(x + alpha * step, lo, hi)
-            decrease = float(grad @ (x_trial - x))
+            decrease = min(float(grad @ (x_trial - x)), 0.0)
             new = trial(x_trial)
             if new is not None and new[0] <= value + options.armijo * decrease:
                 accepted = (x_trial, new)

@@ -175,6 +175,29 @@ def test_newton_cg_steps_back_from_points_that_cannot_be_evaluated():
         minimize(objective, jnp.full(2, 2.0), NewtonCG())
 
 
+def _failing_product(v):
+    import equinox as eqx
+
+    return eqx.error_if(v, jnp.any(jnp.isfinite(v)), "tangent solve gave up")
+
+
+def test_newton_cg_takes_a_gradient_step_when_a_product_fails():
+    from jax.tree_util import Partial
+
+    from pdeinv.inverse._newton import Linearization
+
+    target = jnp.array([1.0, -2.0])
+
+    @jax.jit
+    def linearize(x):
+        value = 0.5 * jnp.sum((x - target) ** 2)
+        return Linearization(value, value, x - target, Partial(_failing_product))
+
+    result = minimize(lambda x: (0.0, 0.0), jnp.zeros(2), NewtonCG(), linearize=linearize)
+    assert result.status == 0, result.message
+    np.testing.assert_allclose(result.x, target, atol=1e-12)
+
+
 def test_newton_cg_interrupt_and_options_validation():
     calls = []
 

@@ -254,7 +254,35 @@ def test_gauss_newton_fit_matches_lbfgsb():
     assert reference.pde_solves["total"] == 2 * reference.num_evaluations
 
 
-@pytest.mark.parametrize("method", ["lbfgsb", pytest.param("newton_cg", marks=needs_forward_mode)])
+def test_pde_solves_of_a_fit_add_up_stages_and_resumes():
+    from types import SimpleNamespace
+
+    from pdeinv.cli._fit import _pde_solves
+
+    def result(forward, adjoint, tangent=0):
+        solves = {"forward": forward, "adjoint": adjoint, "tangent": tangent}
+        return SimpleNamespace(pde_solves={**solves, "total": forward + adjoint + tangent})
+
+    single = SimpleNamespace(result=result(3, 3), morozov=None)
+    assert _pde_solves(single, None) == {
+        "pde_solves": 6, "pde_solves_by_kind": {"forward": 3, "adjoint": 3, "tangent": 0}
+    }  # fmt: skip
+    sweep = SimpleNamespace(
+        result=result(2, 5, 4), morozov=SimpleNamespace(results=(result(3, 3), result(2, 5, 4)))
+    )
+    previous = {"metrics": {"pde_solves_by_kind": {"forward": 1, "adjoint": 1, "tangent": 0}}}
+    out = _pde_solves(sweep, previous)
+    assert out["pde_solves_by_kind"] == {"forward": 6, "adjoint": 9, "tangent": 4}
+    assert out["pde_solves"] == 19
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        pytest.param("lbfgsb", marks=pytest.mark.slow),  # a whole CLI fit (~15 s idle)
+        pytest.param("newton_cg", marks=needs_forward_mode),
+    ],
+)
 def test_cli_fit_writes_pde_solves(tmp_path, capsys, method):
     from pdeinv.cli._main import main
 

@@ -160,7 +160,7 @@ class RegularizedObjective:
                 misfit_grad = jax.linear_transpose(jvp, m)(residual)[0]
                 misfit_hvp = Partial(_misfit_gauss_newton_transposed, jvp)
                 self.__dict__["_transposes"] = True
-            except (NotImplementedError, TypeError, ValueError):
+            except Exception:  # noqa: BLE001 - any failure to transpose: use jax.vjp
                 # No transpose rule for the tangent solve: Jᵀ by reverse mode.
                 _, vjp = jax.vjp(self.weighted_residual, m)
                 misfit_grad = vjp(residual)[0]

@@ -241,9 +241,8 @@ def test_gauss_newton_fit_matches_lbfgsb():
     lbfgsb = LBFGSB(max_iter=300, gtol=1e-10, ftol=0.0, bounds=(-3, 3))
     reference = fit(problem, x0, lbfgsb, weight=0.05)
     seen = []
-    result = fit(
-        problem, x0, NewtonCG(max_iter=40, gtol=1e-8, bounds=(-3, 3)), callback=seen.append
-    )
+    options = NewtonCG(max_iter=40, gtol=1e-8, bounds=(-3, 3))
+    result = fit(problem, x0, options, weight=0.05, callback=seen.append)
     assert result.status == 0, result.message
     assert result.fun == pytest.approx(reference.fun, rel=1e-7)
     np.testing.assert_allclose(result.x, reference.x, atol=1e-4)

@@ -279,7 +279,7 @@ def test_pde_solves_of_a_fit_add_up_stages_and_resumes():
     "method",
     [
         pytest.param("lbfgsb", marks=pytest.mark.slow),  # a whole CLI fit (~15 s idle)
-        pytest.param("newton_cg", marks=needs_forward_mode),
+        pytest.param("newton_cg", marks=[needs_forward_mode, pytest.mark.slow]),
     ],
 )
 def test_cli_fit_writes_pde_solves(tmp_path, capsys, method):

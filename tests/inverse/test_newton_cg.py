@@ -130,7 +130,7 @@ def reference_minimum(bounds):
 @pytest.mark.parametrize(
     ("bounds", "radius"),
     [
-        (None, None),
+        pytest.param(None, None, marks=pytest.mark.slow),
         (((-2.0, 0.8), (-1.0, 2.0)), None),
         (((-2.0, 2.0), (-1.0, 0.5)), 1.0),
         pytest.param(None, 1.0, marks=pytest.mark.slow),

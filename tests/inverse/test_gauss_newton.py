@@ -141,6 +141,7 @@ def test_operator_value_and_gradient_match_the_objective():
         operator.apply(jnp.zeros((1, 2, N)))
 
 
+@pytest.mark.slow  # the linear toy below checks the same identity in the default suite
 def test_gauss_newton_is_the_misfit_hessian_at_zero_residual():
     # Noise-free data at the true parameters: the second-order residual term vanishes.
     problem, truth = tiny_problem(at_truth=True, weight=0.0)

@@ -177,6 +177,7 @@ def run(args) -> int:
             wall_time_s=time.perf_counter() - start,
         )
         metrics["status"] = status
+        metrics.update(_pde_solves(outcome, previous))
         metrics["planned_gradient_memory"] = plan
         metrics["checkpoints_written"] = checkpointer.count
         if interrupted:
@@ -201,6 +202,25 @@ def run(args) -> int:
         progress.message(f"interrupted; resume with: python -m pdeinv fit --resume {folder}")
         return EXIT_INTERRUPTED
     return 0
+
+
+def _pde_solves(outcome, previous) -> dict:
+    """``pde_solves`` (forward + adjoint + tangent) and its parts, all stages of the fit.
+
+    Counted by the optimiser where it evaluates the objective, gradient and
+    Hessian–vector products (one solve per experiment each); a resumed run adds
+    the solves of the runs before it.
+    """
+    results = [outcome.result] if outcome.morozov is None else list(outcome.morozov.results)
+    kinds = {"forward": 0, "adjoint": 0, "tangent": 0}
+    for result in results:
+        for kind in kinds:
+            kinds[kind] += int((result.pde_solves or {}).get(kind, 0))
+    if previous is not None:
+        before = previous["metrics"].get("pde_solves_by_kind") or {}
+        for kind in kinds:
+            kinds[kind] += int(before.get(kind, 0))
+    return {"pde_solves": sum(kinds.values()), "pde_solves_by_kind": kinds}
 
 
 def _batch(experiment) -> int:

@@ -9,6 +9,10 @@ from ._fields import make_field as make_field
 from ._geometry import grid_space as grid_space
 from ._geometry import interpolation_weights as interpolation_weights
 from ._geometry import simplex_geometry as simplex_geometry
+from ._newton import CurvaturePairs as CurvaturePairs
+from ._newton import NewtonCG as NewtonCG
+from ._newton import SteihaugResult as SteihaugResult
+from ._newton import steihaug_cg as steihaug_cg
 from ._observations import FullField as FullField
 from ._observations import PointSensors as PointSensors
 from ._observations import SensorData as SensorData
@@ -25,6 +29,7 @@ from ._parameterization import CoarseGrid as CoarseGrid
 from ._parameterization import NodalField as NodalField
 from ._parameterization import ParameterMap as ParameterMap
 from ._parameterization import PiecewiseConstant as PiecewiseConstant
+from ._problem import GaussNewtonOperator as GaussNewtonOperator
 from ._problem import InverseProblem as InverseProblem
 from ._problem import MorozovResult as MorozovResult
 from ._problem import diffrax_check as diffrax_check

@@ -7,7 +7,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import pdeinv
 from pdeinv.discretize import grid
 from pdeinv.inverse import (
     FullField,
@@ -21,25 +20,6 @@ from pdeinv.inverse import (
     make_field,
 )
 from pdeinv.models import Model, heat_fd
-
-
-def _forward_mode_works() -> bool:
-    """``jax.jvp`` through :func:`pdeinv.expm_multiply` (forward mode) is available."""
-    a = jnp.array([[-2.0, 1.0], [1.0, -2.0]])
-    try:
-        jax.jvp(
-            lambda s: pdeinv.expm_multiply(lambda v, p: p * (a @ v), jnp.ones(2), s, 0.5),
-            (jnp.asarray(1.0),),
-            (jnp.asarray(1.0),),
-        )
-    except Exception:  # noqa: BLE001 - any failure means "not available yet"
-        return False
-    return True
-
-
-needs_forward_mode = pytest.mark.skipif(
-    not _forward_mode_works(), reason="jax.jvp through pdeinv.expm_multiply is not available"
-)
 
 N = 10
 DT = 2e-3  # RK4 is stable for kappa <= 3.4 on this grid
@@ -189,13 +169,6 @@ def test_multi_experiment_residual_and_solve_costs():
     assert costs["hvp"] == {"tangent": 2, "adjoint": 2}
 
 
-@needs_forward_mode
-@pytest.mark.xfail(
-    reason="since the forward-mode merge, reverse mode of expm_multiply under vmap raises "
-    "'at vmap out_axes[0], got axis spec None' (jax.grad of MultiExperimentProblem.misfit "
-    "too); not a Gauss-Newton bug",
-    strict=False,
-)
 def test_multi_experiment_gauss_newton_is_the_hessian_at_zero_residual():
     # Through pdeinv.expm_multiply (forward mode): data = predictions at m, so the
     # Gauss-Newton Hessian is the Hessian of the objective; the reference is a central

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.optimize
-from test_gauss_newton import N, needs_forward_mode, tiny_problem
+from test_gauss_newton import N, tiny_problem
 
 from pdeinv.inverse import LBFGSB, CurvaturePairs, NewtonCG, fit, minimize, steihaug_cg
 
@@ -279,7 +279,7 @@ def test_pde_solves_of_a_fit_add_up_stages_and_resumes():
     "method",
     [
         pytest.param("lbfgsb", marks=pytest.mark.slow),  # a whole CLI fit (~15 s idle)
-        pytest.param("newton_cg", marks=[needs_forward_mode, pytest.mark.slow]),
+        pytest.param("newton_cg", marks=pytest.mark.slow),
     ],
 )
 def test_cli_fit_writes_pde_solves(tmp_path, capsys, method):

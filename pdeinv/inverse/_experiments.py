@@ -235,6 +235,12 @@ class MultiExperimentProblem(RegularizedObjective):
         per_experiment = jnp.sum(residual**2, axis=(1, 2))
         return 0.5 * jnp.sum(mask.astype(m.dtype) * per_experiment)
 
+    def _local_residual(self, m, initial, data, inv_sigma, mask):
+        states = self._local_states(m, initial)
+        predicted = self.observation(self.model.observe(states))
+        residual = (predicted - data.astype(m.dtype)) * inv_sigma.astype(m.dtype)
+        return residual * mask.astype(m.dtype)[:, None, None]  # padding: zero weight
+
     def states(self, m):
         """States at the observation times, ``(num_experiments, num_times, n_state)``."""
         m = jnp.asarray(m)
@@ -272,6 +278,34 @@ class MultiExperimentProblem(RegularizedObjective):
             out_specs=PartitionSpec(),
             check_vma=False,
         )(m, *arrays)
+
+    def weighted_residual(self, m):
+        """``(predict(m) - data) / sigma``, ``(num_experiments, num_times, num_observations)``.
+
+        ``misfit(m) = 0.5 * ||weighted_residual(m)||^2``; the Gauss–Newton
+        methods (:meth:`gauss_newton_operator`, :meth:`gauss_newton_hvp`,
+        :meth:`misfit_gauss_newton_hvp`) differentiate it in forward and reverse mode.
+        """
+        m = jnp.asarray(m)
+        arrays = self._batched_arrays
+        if self.sharding is None:
+            return self._local_residual(m, *arrays)
+        spec = PartitionSpec(EXPERIMENT_AXIS)
+        residual = jax.shard_map(
+            self._local_residual,
+            mesh=self.sharding.mesh,
+            in_specs=(PartitionSpec(), *self._specs(arrays)),
+            out_specs=spec,
+            check_vma=False,
+        )(m, *arrays)
+        return residual[: self.num_experiments]
+
+    @property
+    def num_solves(self) -> int:
+        """PDE solves of one forward evaluation: one per experiment, padding included."""
+        if self.sharding is None:
+            return self.num_experiments
+        return int(self.sharding.padded_count(self.num_experiments))
 
     def device_layout(self) -> dict:
         """How the experiments are placed (for ``metrics.json``)."""

@@ -7,8 +7,10 @@ import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.tree_util import Partial
 
 from ..expm import check_times
 from ..models._model import Model
@@ -21,6 +23,74 @@ def _default_forward(model, params, times, **solver):
     from ..models import simulate_sources
 
     return simulate_sources(model, params, times, **solver)
+
+
+def _value_grad_hvp(function, m):
+    """``function(m)``, its gradient, and its Hessian as a linearised map (forward over reverse)."""
+    value = function(m)
+    grad, hvp = jax.linearize(jax.grad(function), m)
+    return value, grad, hvp
+
+
+def _misfit_gauss_newton(jvp, vjp, dm):
+    return vjp(jvp(dm))[0]
+
+
+def _regularized_hvp(misfit_hvp, reg_hvp, weight, dm):
+    return misfit_hvp(dm) + weight * reg_hvp(dm)
+
+
+@jax.jit
+def _apply(operator, dm):
+    return operator(dm)
+
+
+@jax.jit
+def _apply_batch(operator, dms):
+    return jax.vmap(operator)(dms)
+
+
+def _apply_to(operator, dm):
+    dm = jnp.asarray(dm)
+    if dm.ndim == 1:
+        return _apply(operator, dm)
+    if dm.ndim == 2:
+        return _apply_batch(operator, dm)
+    raise ValueError(
+        f"dm must be one direction (num_params,) or a batch (k, num_params), got shape {dm.shape}"
+    )
+
+
+class GaussNewtonOperator(NamedTuple):
+    r"""A problem linearised at ``m`` (from :meth:`InverseProblem.gauss_newton_operator`).
+
+    A pytree: it can be passed to and returned from :func:`jax.jit`.
+
+    Attributes
+    ----------
+    objective, misfit
+        ``J(m)`` and the data misfit at ``m``.
+    gradient
+        ``∇J(m)``.
+    hvp
+        ``dm -> (JᵀΓ⁻¹J + w ∇²R(m)) dm`` (a :class:`jax.tree_util.Partial`).
+    misfit_hvp
+        ``dm -> JᵀΓ⁻¹J dm``.
+    """
+
+    objective: jnp.ndarray
+    misfit: jnp.ndarray
+    gradient: jnp.ndarray
+    hvp: Partial
+    misfit_hvp: Partial
+
+    def apply(self, dm):
+        """``H dm`` for ``dm`` of shape ``(num_params,)`` or ``(k, num_params)``."""
+        return _apply_to(self.hvp, dm)
+
+    def apply_misfit(self, dm):
+        """``JᵀΓ⁻¹J dm`` for ``dm`` of shape ``(num_params,)`` or ``(k, num_params)``."""
+        return _apply_to(self.misfit_hvp, dm)
 
 
 class RegularizedObjective:
@@ -46,6 +116,98 @@ class RegularizedObjective:
         """``(J(m), misfit(m))`` at this problem's weight."""
         m = jnp.asarray(m)
         return self._objective_with_weight(m, jnp.asarray(self.weight, m.dtype))
+
+    # -- Gauss-Newton curvature -------------------------------------------------------
+
+    @property
+    def num_solves(self) -> int:
+        """PDE solves of one forward evaluation (one per experiment, padding included)."""
+        return 1
+
+    def pde_solve_costs(self) -> dict:
+        """PDE solves of one call of each kind the optimisers make (see :func:`minimize`).
+
+        ``value_and_grad``: a forward and an adjoint solve per experiment;
+        ``linearize`` (:meth:`gauss_newton_operator`): the forward solve that
+        :func:`jax.linearize` keeps, the forward solve of the :func:`jax.vjp`
+        that applies ``Jᵀ``, and the adjoint solve of the gradient; ``hvp``: a
+        tangent solve (``J dm``) and an adjoint solve (``Jᵀ(...)``).
+        """
+        e = self.num_solves
+        return {
+            "value_and_grad": {"forward": e, "adjoint": e},
+            "linearize": {"forward": 2 * e, "adjoint": e},
+            "hvp": {"tangent": e, "adjoint": e},
+        }
+
+    @functools.cached_property
+    def _linearize(self):
+        # One compilation per problem: the weight is traced, so Morozov's sweep reuses it.
+        def linearize(m, weight):
+            residual, jvp = jax.linearize(self.weighted_residual, m)
+            _, vjp = jax.vjp(self.weighted_residual, m)
+            misfit = 0.5 * jnp.sum(residual**2)
+            reg, reg_grad, reg_hvp = _value_grad_hvp(self.regularization, m)
+            grad = vjp(residual)[0] + weight * reg_grad
+            misfit_hvp = Partial(_misfit_gauss_newton, jvp, vjp)
+            return GaussNewtonOperator(
+                objective=misfit + weight * reg,
+                misfit=misfit,
+                gradient=grad,
+                misfit_hvp=misfit_hvp,
+                hvp=Partial(_regularized_hvp, misfit_hvp, reg_hvp, weight),
+            )
+
+        return jax.jit(linearize)
+
+    def gauss_newton_operator(self, m, *, weight=None) -> GaussNewtonOperator:
+        r"""Linearise the problem at ``m`` once; the result applies the Gauss–Newton Hessian.
+
+        .. math::
+            H(m) = J^\top \Gamma^{-1} J + w\,\nabla^2 R(m),
+
+        with ``J = d predict / d m`` (through :func:`pdeinv.expm_multiply` in
+        forward mode) and ``Γ = diag(σ²)``.  ``H`` is the Hessian of the objective
+        wherever the residual vanishes or the predictions are linear in ``m``, and
+        positive semi-definite everywhere (for a convex regulariser).
+
+        Parameters
+        ----------
+        m
+            Parameter vector, ``(num_params,)``.
+        weight
+            Regularisation weight; ``None``: the problem's ``weight``.
+
+        Returns
+        -------
+        GaussNewtonOperator
+            ``objective``, ``misfit`` and ``gradient`` at ``m``, and ``hvp`` /
+            ``misfit_hvp`` applying ``H`` / ``JᵀΓ⁻¹J`` without re-solving the
+            forward problem (one tangent and one adjoint solve per vector).
+        """
+        m = jnp.asarray(m)
+        weight = self.weight if weight is None else float(weight)
+        if weight < 0:
+            raise ValueError(f"regularization weight must be >= 0, got {weight}")
+        return self._linearize(m, jnp.asarray(weight, m.dtype))
+
+    def gauss_newton_hvp(self, m, dm, *, weight=None):
+        """``(JᵀΓ⁻¹J + w ∇²R(m)) dm``, see :meth:`gauss_newton_operator`.
+
+        ``dm`` is one direction ``(num_params,)`` or a batch ``(k, num_params)``
+        (``vmap``-ed: one linearisation at ``m`` for all of them).  To apply the
+        Hessian at the same ``m`` many times, keep :meth:`gauss_newton_operator`.
+        """
+        return self.gauss_newton_operator(m, weight=weight).apply(dm)
+
+    def misfit_gauss_newton_hvp(self, m, dm):
+        """``JᵀΓ⁻¹J dm``: the Gauss–Newton Hessian of the data misfit alone.
+
+        The data-misfit part of :meth:`gauss_newton_hvp` (no regulariser), e.g.
+        for a low-rank Laplace approximation of the posterior.  ``dm``:
+        ``(num_params,)`` or a batch ``(k, num_params)``.
+        """
+        return self.gauss_newton_operator(m, weight=0.0).apply_misfit(dm)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -121,12 +283,20 @@ class InverseProblem(RegularizedObjective):
         """Predicted observations ``(num_times, num_observations)``."""
         return self.observation(self.model.observe(self.states(m)))
 
-    def misfit(self, m):
-        """``0.5 * ||(predict(m) - data) / sigma||^2``."""
-        residual = (self.predict(m) - jnp.asarray(self.data, m.dtype)) / jnp.asarray(
+    def weighted_residual(self, m):
+        """``(predict(m) - data) / sigma``, ``(num_times, num_observations)``.
+
+        ``misfit(m) = 0.5 * ||weighted_residual(m)||^2``; its Jacobian is
+        ``Γ^{-1/2} J`` of :meth:`gauss_newton_operator`.
+        """
+        m = jnp.asarray(m)
+        return (self.predict(m) - jnp.asarray(self.data, m.dtype)) / jnp.asarray(
             self.sigma, m.dtype
         )
-        return 0.5 * jnp.sum(residual**2)
+
+    def misfit(self, m):
+        """``0.5 * ||(predict(m) - data) / sigma||^2``."""
+        return 0.5 * jnp.sum(self.weighted_residual(m) ** 2)
 
     @property
     def num_observations(self) -> int:

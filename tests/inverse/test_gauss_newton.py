@@ -1,0 +1,187 @@
+"""Gauss–Newton Hessian–vector products of the inverse problems against dense references."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import pdeinv
+from pdeinv.discretize import grid
+from pdeinv.inverse import (
+    FullField,
+    H1Seminorm,
+    InverseProblem,
+    MultiExperimentProblem,
+    NodalField,
+    ParameterMap,
+    PointSensors,
+    grid_space,
+    make_field,
+)
+from pdeinv.models import Model, heat_fd
+
+
+def _forward_mode_works() -> bool:
+    """``jax.jvp`` through :func:`pdeinv.expm_multiply` (forward mode) is available."""
+    a = jnp.array([[-2.0, 1.0], [1.0, -2.0]])
+    try:
+        jax.jvp(
+            lambda s: pdeinv.expm_multiply(lambda v, p: p * (a @ v), jnp.ones(2), s, 0.5),
+            (jnp.asarray(1.0),),
+            (jnp.asarray(1.0),),
+        )
+    except Exception:  # noqa: BLE001 - any failure means "not available yet"
+        return False
+    return True
+
+
+needs_forward_mode = pytest.mark.skipif(
+    not _forward_mode_works(), reason="jax.jvp through pdeinv.expm_multiply is not available"
+)
+
+N = 10
+DT = 2e-3  # RK4 is stable for kappa <= 3.4 on this grid
+
+
+def tiny_heat(n=N):
+    """1-D heat ``u_t = (kappa u_x)_x`` on ``n`` cells, no-flux ends."""
+    space = grid_space((n,), (0.5 / n,), (1 - 0.5 / n,))
+    h = 1.0 / n
+
+    def matvec(u, params):
+        kappa = jnp.exp(params["log_kappa"])
+        face = 0.5 * (kappa[1:] + kappa[:-1]) * (u[1:] - u[:-1]) / h**2
+        return jnp.pad(face, (0, 1)) - jnp.pad(face, (1, 0))
+
+    u0 = jnp.asarray(np.cos(3 * np.pi * space.points[:, 0]) + 0.5)
+    return Model("heat", space, matvec, {"log_kappa": jnp.zeros(n)}, u0, symmetric=True)
+
+
+def rk4_forward(model, params, times, **_):
+    """Fixed-step RK4: an independent, differentiable stand-in for expm_multiply."""
+    f = lambda u: model.matvec(u, params)  # noqa: E731
+
+    def step(u, _):
+        k1 = f(u)
+        k2 = f(u + 0.5 * DT * k1)
+        k3 = f(u + 0.5 * DT * k2)
+        k4 = f(u + DT * k3)
+        return u + DT / 6 * (k1 + 2 * k2 + 2 * k3 + k4), None
+
+    states, u, t_now = [], model.u0, 0.0
+    for t in np.asarray(times, dtype=float):
+        u, _ = jax.lax.scan(step, u, None, length=int(round((t - t_now) / DT)))
+        states.append(u)
+        t_now = t
+    return jnp.stack(states)
+
+
+def tiny_problem(*, weight=0.3, sensors=True, at_truth=False, forward=rk4_forward):
+    model = tiny_heat()
+    space = model.space
+    true = {"log_kappa": jnp.asarray(0.8 * np.exp(-30 * (space.points[:, 0] - 0.6) ** 2))}
+    times = np.array([0.01, 0.02])
+    obs = PointSensors.at(space, space.points[::2] + 0.02) if sensors else FullField(space)
+    clean = np.asarray(obs(forward(model, true, times)))
+    rng = np.random.default_rng(1)
+    data = clean if at_truth else clean + 0.05 * rng.standard_normal(clean.shape)
+    sigma = 0.05 * (1.0 + rng.random(clean.shape))  # one sigma per datum
+    pmap = ParameterMap(NodalField(space.num_nodes), "log_kappa", dict(model.params))
+    problem = InverseProblem(
+        model, times, pmap, obs, data, sigma, H1Seminorm(space), weight, forward=forward
+    )
+    return problem, np.asarray(true["log_kappa"])
+
+
+def dense_gauss_newton(problem, m, weight):
+    """``JᵀΓ⁻¹J + w ∇²R`` from the dense reverse-mode Jacobian of the predictions."""
+    jac = jax.jit(jax.jacrev(problem.predict))(m).reshape(-1, m.size)
+    inv_var = 1.0 / np.broadcast_to(np.asarray(problem.sigma), problem.data.shape).reshape(-1) ** 2
+    hessian = jax.jit(jax.hessian(problem.regularization))(m)
+    return jac.T @ (inv_var[:, None] * jac) + weight * hessian
+
+
+def test_gauss_newton_hvp_matches_dense_jacobian():
+    problem, _ = tiny_problem()
+    m = jnp.asarray(0.2 * np.sin(np.arange(N)))
+    dm = jnp.asarray(np.cos(1.7 * np.arange(N)))
+    dense = dense_gauss_newton(problem, m, problem.weight)
+    hv = problem.gauss_newton_hvp(m, dm)
+    np.testing.assert_allclose(hv, dense @ dm, rtol=1e-10, atol=1e-10 * np.abs(dense @ dm).max())
+    # A batch of directions is one linearisation, vmapped; each row as alone.
+    batch = jnp.stack([dm, jnp.roll(dm, 3), jnp.ones_like(dm)])
+    np.testing.assert_allclose(
+        problem.gauss_newton_hvp(m, batch), batch @ dense.T, rtol=1e-10, atol=1e-9
+    )
+    # The misfit part alone, and the weight override.
+    misfit_only = dense - problem.weight * jax.hessian(problem.regularization)(m)
+    np.testing.assert_allclose(
+        problem.misfit_gauss_newton_hvp(m, batch), batch @ misfit_only.T, rtol=1e-10, atol=1e-9
+    )
+    np.testing.assert_allclose(
+        problem.gauss_newton_hvp(m, dm, weight=0.0), misfit_only @ dm, rtol=1e-10, atol=1e-9
+    )
+
+
+def test_operator_value_and_gradient_match_the_objective():
+    problem, _ = tiny_problem()
+    m = jnp.asarray(0.1 * np.cos(np.arange(N)))
+    operator = problem.gauss_newton_operator(m)
+    value, misfit = problem.objective(m)
+    grad = jax.jit(jax.grad(lambda x: problem.objective(x)[0]))(m)
+    assert float(operator.objective) == pytest.approx(float(value), rel=1e-12)
+    assert float(operator.misfit) == pytest.approx(float(misfit), rel=1e-12)
+    np.testing.assert_allclose(operator.gradient, grad, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="weight"):
+        problem.gauss_newton_operator(m, weight=-1.0)
+    with pytest.raises(ValueError, match="batch"):
+        operator.apply(jnp.zeros((1, 2, N)))
+
+
+def test_gauss_newton_is_the_misfit_hessian_at_zero_residual():
+    # Noise-free data at the true parameters: the second-order residual term vanishes.
+    problem, truth = tiny_problem(at_truth=True, weight=0.0)
+    m = jnp.asarray(truth)
+    exact = jax.jit(jax.hessian(problem.misfit))(m)
+    gn = problem.misfit_gauss_newton_hvp(m, jnp.eye(m.size))
+    np.testing.assert_allclose(gn, exact, rtol=1e-8, atol=1e-8 * np.abs(exact).max())
+
+
+def test_gauss_newton_is_the_misfit_hessian_of_a_linear_model():
+    # Predictions linear in m: the misfit is quadratic and JᵀΓ⁻¹J its exact Hessian,
+    # with the noise (per-datum sigma) and a nonzero residual.
+    rng = np.random.default_rng(0)
+    matrix = jnp.asarray(rng.standard_normal((3, N, N)))
+
+    def linear_forward(model, params, times, **_):
+        return jnp.einsum("tij,j->ti", matrix[: len(times)], params["log_kappa"])
+
+    problem, _ = tiny_problem(forward=linear_forward, weight=0.7)
+    m = jnp.asarray(rng.standard_normal(N))
+    exact = jax.hessian(lambda x: problem.objective(x)[0])(m)
+    np.testing.assert_allclose(problem.gauss_newton_hvp(m, jnp.eye(N)), exact, rtol=1e-10,
+                               atol=1e-10 * np.abs(exact).max())  # fmt: skip
+
+
+@needs_forward_mode
+def test_multi_experiment_gauss_newton_matches_dense_jacobian():
+    space = grid((5, 5))
+    model = heat_fd(space, 0.0, make_field("bumps", space.points))
+    initial = np.stack(
+        [make_field("bumps", space.points), make_field("smooth", space.points) + 1.0]
+    )
+    times = np.array([0.01, 0.02])
+    obs = PointSensors.at(space, space.points[::3])
+    pmap = ParameterMap(NodalField(space.num_nodes), "log_kappa", dict(model.params))
+    data = np.full((2, 2, obs.num_observations), 0.3)
+    sigma = 0.1
+    problem = MultiExperimentProblem(
+        model, times, pmap, obs, initial, data, sigma, H1Seminorm(space), 0.2,
+        solver={"tol": 1e-11},
+    )  # fmt: skip
+    m = jnp.asarray(0.2 * np.sin(np.arange(space.num_nodes)))
+    dm = jnp.asarray(np.cos(np.arange(space.num_nodes)))
+    jac = jax.jacrev(problem.predict)(m).reshape(-1, m.size)
+    dense = jac.T @ jac / sigma**2 + 0.2 * jax.hessian(problem.regularization)(m)
+    np.testing.assert_allclose(problem.gauss_newton_hvp(m, dm), dense @ dm, rtol=1e-7, atol=1e-7)
+    assert problem.pde_solve_costs()["hvp"] == {"tangent": 2, "adjoint": 2}

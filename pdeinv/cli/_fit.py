@@ -80,8 +80,10 @@ def run(args) -> int:
         expm_statistics,
         fit_experiment,
         fit_metrics,
+        solve_model_and_params,
         write_fit_folder,
     )
+    from ._uncertainty import evidence_metrics
     from ._robust import (
         EXIT_INTERRUPTED,
         Checkpointer,
@@ -166,8 +168,12 @@ def run(args) -> int:
             if config["check"]["enabled"]:
                 diffrax_check, check_time = check_with_diffrax(experiment, outcome)
             statistics = expm_statistics(
-                experiment.model, outcome.recovered_params, problem.times, problem.solver
-            )
+                *solve_model_and_params(experiment, outcome.recovered_params),
+                problem.times, problem.solver,
+            )  # fmt: skip
+        uncertainty = None
+        if not interrupted and config["uncertainty"]["enabled"]:
+            uncertainty = _uncertainty(experiment, outcome, progress, folder, config, previous)
         metrics = fit_metrics(
             experiment,
             outcome,
@@ -177,6 +183,9 @@ def run(args) -> int:
             wall_time_s=time.perf_counter() - start,
         )
         metrics["status"] = status
+        metrics.update(evidence_metrics(outcome))
+        if uncertainty is not None:
+            metrics.update(uncertainty.metrics)
         metrics["planned_gradient_memory"] = plan
         metrics["checkpoints_written"] = checkpointer.count
         if interrupted:
@@ -189,10 +198,11 @@ def run(args) -> int:
             ]
             metrics["iterations_this_run"] = outcome.result.iterations
             metrics["iterations"] = _last_iteration(outcome.history)
-        write_fit_folder(folder, experiment, outcome, metrics)
+        write_fit_folder(folder, experiment, outcome, metrics, uncertainty)
     summary = [f"run folder: {folder}", f"status: {status}"]
     for key in (f"{experiment.coefficient}_relative_error", "velocity_relative_error",
-                "data_misfit_per_datum", "iterations", "diffrax_check", "wall_time_s"):  # fmt: skip
+                "data_misfit_per_datum", "iterations", "diffrax_check", "log_evidence",
+                "effective_parameters", "coverage_2sigma", "wall_time_s"):  # fmt: skip
         if metrics.get(key) is not None:
             value = metrics[key]
             summary.append(f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}")
@@ -201,6 +211,29 @@ def run(args) -> int:
         progress.message(f"interrupted; resume with: python -m pdeinv fit --resume {folder}")
         return EXIT_INTERRUPTED
     return 0
+
+
+def _uncertainty(experiment, outcome, progress, folder, config, previous):
+    """The Laplace posterior of the fit (``uncertainty.enabled``); a failure fails the run."""
+    from ._uncertainty import compute_uncertainty
+
+    progress.message(
+        f"uncertainty: Laplace posterior, {config['uncertainty']['method']} eigensolver"
+    )
+    try:
+        uncertainty = compute_uncertainty(experiment, outcome)
+    except ValueError as err:
+        _write_failed(folder, config, err, previous)
+        raise ConfigError(str(err)) from None
+    except Exception as err:
+        _write_failed(folder, config, err, previous)
+        raise
+    info = uncertainty.metrics["uncertainty"]
+    progress.message(
+        f"uncertainty: {info['hessian_products']} Hessian-vector products ({info['hessian_kind']}), "
+        f"{info['eigenvalues_above_1']} eigenvalues above 1, {info['time_s']:.1f} s"
+    )
+    return uncertainty
 
 
 def _batch(experiment) -> int:

@@ -216,7 +216,8 @@ class MisfitHessian(NamedTuple):
 def misfit_hessian(problem, m, *, batch_size: int | None = None, fd_step=None) -> MisfitHessian:
     r"""Gauss–Newton misfit Hessian :math:`J^T\Gamma_{noise}^{-1}J` at ``m``, as products.
 
-    Uses ``problem.misfit_gauss_newton_hvp(m, dm)`` when the problem has it.
+    Uses the problem's own linearisation (``problem.gauss_newton_operator(m)``,
+    :math:`J` by forward mode through the solver) when forward mode is available.
     Otherwise :math:`Jv` is a central difference of the residual
     :math:`r = (f(m) - d)/\sigma` along ``v`` (exact for a model linear in ``m``,
     such as the initial-condition unknowns) and :math:`J^T(Jv)` is one reverse pass
@@ -242,23 +243,19 @@ def misfit_hessian(problem, m, *, batch_size: int | None = None, fd_step=None) -
     if width < 1:
         raise ValueError(f"uncertainty.batch_size must be >= 1, got {width}")
     counter = [0]
-    own = getattr(problem, "misfit_gauss_newton_hvp", None)
-    if own is not None:
+    operator = _gauss_newton_operator(problem, m_j, width)
+    if operator is not None:
         kind = "gauss-newton"
-        block = jax.jit(jax.vmap(lambda v: own(m_j, v)))
-        grad = jax.jit(jax.grad(problem.misfit))
+
+        def block(vectors):
+            return operator.apply_misfit(vectors)
 
         def gradient():
-            return np.asarray(grad(m_j), dtype=float)
+            return np.asarray(operator.gradient, dtype=float)
 
     else:
         kind = "finite-difference-jvp"
-        data = jnp.asarray(problem.data, dtype)
-        inv_sigma = 1.0 / jnp.asarray(problem.sigma, dtype)
-
-        def residual(x):
-            return ((problem.predict(x) - data) * inv_sigma).ravel()
-
+        residual = _residual_function(problem, dtype)
         r0, pullback = jax.vjp(residual, m_j)
         tol = float(problem.solver.get("tol", 1e-8) or 1e-8)
         resolution = max(tol, float(jnp.finfo(dtype).eps))
@@ -299,6 +296,37 @@ def misfit_hessian(problem, m, *, batch_size: int | None = None, fd_step=None) -
     return MisfitHessian(apply, gradient, kind, counter)
 
 
+def _gauss_newton_operator(problem, m, width):
+    """The problem's linearisation (forward mode through the solver), or ``None``.
+
+    ``None`` when the problem has no :meth:`gauss_newton_operator` or forward-mode
+    differentiation of the solver is not available (``jax.linearize`` of a
+    ``custom_vjp`` function raises ``TypeError`` while tracing).
+    """
+    linearize = getattr(problem, "gauss_newton_operator", None)
+    if linearize is None:
+        return None
+    try:
+        operator = linearize(m, weight=0.0)
+        # Compiles the batched product once (and finds out whether forward mode works).
+        operator.apply_misfit(jnp.zeros((width, m.shape[0]), m.dtype))
+        return operator
+    except TypeError as err:
+        if "forward-mode" not in str(err) and "jvp" not in str(err):
+            raise
+        return None
+
+
+def _residual_function(problem, dtype):
+    """``m -> ((predict(m) - data) / sigma).ravel()``."""
+    weighted = getattr(problem, "weighted_residual", None)
+    if weighted is not None:
+        return lambda x: weighted(x).ravel()
+    data = jnp.asarray(problem.data, dtype)
+    inv_sigma = 1.0 / jnp.asarray(problem.sigma, dtype)
+    return lambda x: ((problem.predict(x) - data) * inv_sigma).ravel()
+
+
 # -- eigensolvers ------------------------------------------------------------------------
 
 
@@ -320,13 +348,15 @@ def dense_eigh(apply_block, n: int) -> LowRankEigen:
 
 
 def randomized_eigh(
-    apply_block, n: int, rank: int, *, oversampling: int = 10, rng=None
+    apply_block, n: int, rank: int, *, oversampling: int = 10, rng=None, max_rank=None
 ) -> LowRankEigen:
     """Randomized double pass (Halko, Martinsson & Tropp 2011, Alg. 5.3 + 4.1).
 
     ``Y = A Omega`` for a Gaussian ``Omega`` with ``rank + oversampling`` columns,
     ``Q = orth(Y)``, then the eigenpairs of ``Q^T A Q``; ``2 (rank + oversampling)``
-    products.  With ``rank + oversampling >= n`` it is :func:`dense_eigh`.
+    products.  With ``rank + oversampling >= n`` it is :func:`dense_eigh`; with
+    ``rank + oversampling >= max_rank`` (a bound on the rank of ``A``) ``Y`` spans
+    the range of ``A`` and the result is exact as well.
     """
     rng = np.random.default_rng(0) if rng is None else rng
     samples = rank + oversampling
@@ -339,10 +369,13 @@ def randomized_eigh(
     t = q.T @ apply_block(q)
     values, vectors = np.linalg.eigh(0.5 * (t + t.T))
     order = np.argsort(values)[::-1][:rank]
-    return LowRankEigen(np.maximum(values[order], 0.0), q @ vectors[:, order], 2 * samples, False)
+    exact = max_rank is not None and samples >= max_rank
+    return LowRankEigen(np.maximum(values[order], 0.0), q @ vectors[:, order], 2 * samples, exact)
 
 
-def lanczos_eigh(apply_block, n: int, rank: int, *, oversampling: int = 10, rng=None):
+def lanczos_eigh(
+    apply_block, n: int, rank: int, *, oversampling: int = 10, rng=None, max_rank=None
+) -> LowRankEigen:
     """Lanczos with full reorthogonalisation, ``rank + oversampling`` steps, Ritz pairs.
 
     Reorthogonalising every step against the whole basis (twice, Gram–Schmidt)
@@ -352,6 +385,7 @@ def lanczos_eigh(apply_block, n: int, rank: int, *, oversampling: int = 10, rng=
     are then zero on the orthogonal complement, and the result is exact.
     """
     rng = np.random.default_rng(0) if rng is None else rng
+    del max_rank  # a breakdown finds the rank by itself
     steps = min(rank + oversampling, n)
     basis = np.zeros((n, steps))
     alpha, beta = np.zeros(steps), np.zeros(steps)
@@ -381,7 +415,7 @@ def lanczos_eigh(apply_block, n: int, rank: int, *, oversampling: int = 10, rng=
 
 def generalized_eigh(
     hessian_apply, prior: GaussianPrior, rank: int, *, method: str = "randomized",
-    oversampling: int = 10, rng=None,
+    oversampling: int = 10, rng=None, max_rank: int | None = None,
 ) -> LowRankEigen:  # fmt: skip
     r"""Largest eigenpairs of :math:`H v = \lambda\,\Gamma_{pr}^{-1} v` (prior-preconditioned).
 
@@ -401,6 +435,9 @@ def generalized_eigh(
         ``"randomized"`` (double pass, batched products) or ``"lanczos"``.
     oversampling
         Extra vectors (randomized) or steps (Lanczos), ``>= 0``.
+    max_rank
+        A bound on the rank of ``H`` (the number of data for a misfit Hessian):
+        ``rank`` is capped there, and reaching it makes the result exact.
     """
     n = prior.size
     if method not in METHODS:
@@ -409,13 +446,15 @@ def generalized_eigh(
         raise ValueError(f"uncertainty.rank must be >= 1, got {rank}")
     if oversampling < 0:
         raise ValueError(f"uncertainty.oversampling must be >= 0, got {oversampling}")
-    rank = min(int(rank), n)
+    rank = min(int(rank), n, n if max_rank is None else max(int(max_rank), 1))
 
     def preconditioned(u):
         return prior.sqrt_covariance_t(hessian_apply(prior.sqrt_covariance(u)))
 
     solver = randomized_eigh if method == "randomized" else lanczos_eigh
-    return solver(preconditioned, n, rank, oversampling=int(oversampling), rng=rng)
+    return solver(
+        preconditioned, n, rank, oversampling=int(oversampling), rng=rng, max_rank=max_rank
+    )
 
 
 # -- the posterior -----------------------------------------------------------------------
@@ -563,8 +602,9 @@ def laplace_posterior(
     m
         Linearisation point, ``(n,)``: the fitted vector.
     rank
-        Eigenpairs kept; default ``min(n, 200)``.  ``rank + oversampling >= n``
-        (randomized) or a Lanczos breakdown make the result exact.
+        Eigenpairs kept; default ``min(n, 200)``, and never more than the number of
+        data (the misfit Hessian's rank).  ``rank + oversampling`` reaching ``n`` or
+        the number of data (randomized), or a Lanczos breakdown, make the result exact.
     method, oversampling
         Eigensolver (``"randomized"`` double pass or ``"lanczos"``) and its extra vectors.
     weight, nugget, center
@@ -593,7 +633,7 @@ def laplace_posterior(
     before = hessian.counter[0]
     eigen = generalized_eigh(
         hessian.apply, prior, rank, method=method, oversampling=oversampling,
-        rng=np.random.default_rng(seed),
+        rng=np.random.default_rng(seed), max_rank=int(problem.num_observations),
     )  # fmt: skip
     dtype = jnp.asarray(problem.data).dtype if _x64() else jnp.float32
     posterior = LaplacePosterior(

@@ -821,9 +821,10 @@ def _cross_check_uncertainty(config: dict) -> None:
                 "parameterization.kind = initial_condition needs data.source = synthetic "
                 "(the true initial state is model.initial_condition)"
             )
-        if config["experiments"]["initial_conditions"] is not None or config["experiments"][
-            "random"
-        ]:
+        if (
+            config["experiments"]["initial_conditions"] is not None
+            or config["experiments"]["random"]
+        ):
             raise ConfigError(
                 "parameterization.kind = initial_condition recovers one initial state; "
                 "it does not go with experiments"

@@ -83,7 +83,6 @@ def run(args) -> int:
         solve_model_and_params,
         write_fit_folder,
     )
-    from ._uncertainty import evidence_metrics
     from ._robust import (
         EXIT_INTERRUPTED,
         Checkpointer,
@@ -93,6 +92,7 @@ def run(args) -> int:
         history_of,
         planned_gradient_memory,
     )
+    from ._uncertainty import evidence_metrics
 
     start = time.perf_counter()
     progress = Progress(quiet=args.quiet)
@@ -230,8 +230,9 @@ def _uncertainty(experiment, outcome, progress, folder, config, previous):
         raise
     info = uncertainty.metrics["uncertainty"]
     progress.message(
-        f"uncertainty: {info['hessian_products']} Hessian-vector products ({info['hessian_kind']}), "
-        f"{info['eigenvalues_above_1']} eigenvalues above 1, {info['time_s']:.1f} s"
+        f"uncertainty: {info['hessian_products']} Hessian-vector products "
+        f"({info['hessian_kind']}), {info['eigenvalues_above_1']} eigenvalues above 1, "
+        f"{info['time_s']:.1f} s"
     )
     return uncertainty
 

@@ -45,7 +45,7 @@ def posterior_options(experiment) -> dict:
 
 
 def std_field_name(experiment) -> str:
-    """Name of the pointwise std field: ``log_kappa_std``, ``log_c_std``, ``initial_condition_std``."""
+    """Name of the pointwise std field (``log_kappa_std``, ``log_c_std``, ...)."""
     return f"{experiment.problem.parameters.field_name}_std"
 
 

@@ -7,10 +7,10 @@ from ._fields import FieldSpec as FieldSpec
 from ._fields import evaluate_expression as evaluate_expression
 from ._fields import make_field as make_field
 from ._geometry import grid_space as grid_space
-from ._initial_condition import INITIAL_CONDITION as INITIAL_CONDITION
-from ._initial_condition import initial_condition_forward as initial_condition_forward
 from ._geometry import interpolation_weights as interpolation_weights
 from ._geometry import simplex_geometry as simplex_geometry
+from ._initial_condition import INITIAL_CONDITION as INITIAL_CONDITION
+from ._initial_condition import initial_condition_forward as initial_condition_forward
 from ._laplace import EvidenceResult as EvidenceResult
 from ._laplace import GaussianPrior as GaussianPrior
 from ._laplace import LaplacePosterior as LaplacePosterior

@@ -15,7 +15,8 @@ Hessian–vector products only (randomized double pass, or Lanczos with full
 reorthogonalisation; exact when the number of vectors reaches the number of
 unknowns).  With the ``r`` largest pairs :math:`(\lambda_i, u_i)`,
 
-- covariance :math:`\Gamma_{post} = L(I - U D U^T)L^T`, :math:`D = \mathrm{diag}(\lambda/(1+\lambda))`;
+- covariance :math:`\Gamma_{post} = L(I - U D U^T)L^T`,
+  :math:`D = \mathrm{diag}(\lambda/(1+\lambda))`;
 - samples :math:`m^* + L(\xi - U(1 - (1+\Lambda)^{-1/2})U^T\xi)`;
 - log evidence (Laplace marginal likelihood, exact for a linear model)
   :math:`-\Phi(m^*) - \tfrac12\|m^* - m_0\|^2_{\Gamma_{pr}^{-1}}
@@ -166,7 +167,8 @@ def gaussian_prior(problem, m, *, weight=None, nugget: float = 1e-2, center=None
             value = value + 0.5 * nugget * jnp.sum(jnp.asarray(mass, x.dtype) * offset**2)
         return value
 
-    precision = np.asarray(jax.hessian(negative_log_prior)(jnp.asarray(m, dtype)), dtype=float)
+    hessian = jax.jit(jax.hessian(negative_log_prior))
+    precision = np.asarray(hessian(jnp.asarray(m, dtype)), dtype=float)
     precision = 0.5 * (precision + precision.T)
     try:
         cholesky = np.linalg.cholesky(precision)
@@ -221,7 +223,7 @@ def misfit_hessian(problem, m, *, batch_size: int | None = None, fd_step=None) -
     Otherwise :math:`Jv` is a central difference of the residual
     :math:`r = (f(m) - d)/\sigma` along ``v`` (exact for a model linear in ``m``,
     such as the initial-condition unknowns) and :math:`J^T(Jv)` is one reverse pass
-    through a pullback built once at ``m``.  Products are computed ``batch_size``
+    (the gradient of :math:`\langle r(m), Jv\rangle`).  Products are computed ``batch_size``
     at a time by one compiled function (blocks are padded to that width, so it
     compiles once).
 
@@ -256,7 +258,6 @@ def misfit_hessian(problem, m, *, batch_size: int | None = None, fd_step=None) -
     else:
         kind = "finite-difference-jvp"
         residual = _residual_function(problem, dtype)
-        r0, pullback = jax.vjp(residual, m_j)
         tol = float(problem.solver.get("tol", 1e-8) or 1e-8)
         resolution = max(tol, float(jnp.finfo(dtype).eps))
         step = resolution ** (1.0 / 3.0) if fd_step is None else float(fd_step)
@@ -268,15 +269,15 @@ def misfit_hessian(problem, m, *, batch_size: int | None = None, fd_step=None) -
             plus, minus = jax.vmap(residual)(jnp.stack([m_j + eps * v, m_j - eps * v]))
             return (plus - minus) / (2.0 * eps)
 
-        back = jax.jit(jax.vmap(lambda pb, w: pb(w)[0], in_axes=(None, 0)))
-        forward = jax.jit(jax.vmap(jacobian_vector))
+        def jacobian_transpose(w):
+            # J^T w as the gradient of <r(m), w>: under vmap over w the forward solve
+            # at m does not depend on w and is computed once per batch.
+            return jax.grad(lambda x: jnp.vdot(residual(x), w))(m_j)
 
-        def block(vectors):
-            return back(pullback, forward(vectors))
+        block = jax.jit(jax.vmap(lambda v: jacobian_transpose(jacobian_vector(v))))
 
         def gradient():
-            padded = jnp.zeros((width, r0.shape[0]), dtype).at[0].set(r0)
-            return np.asarray(back(pullback, padded)[0], dtype=float)
+            return np.asarray(jax.jit(jax.grad(problem.misfit))(m_j), dtype=float)
 
     def apply(vectors):
         vectors = np.asarray(vectors, dtype=float)
@@ -306,15 +307,15 @@ def _gauss_newton_operator(problem, m, width):
     linearize = getattr(problem, "gauss_newton_operator", None)
     if linearize is None:
         return None
+    block = jnp.zeros((width, m.shape[0]), m.dtype)
     try:
-        operator = linearize(m, weight=0.0)
-        # Compiles the batched product once (and finds out whether forward mode works).
-        operator.apply_misfit(jnp.zeros((width, m.shape[0]), m.dtype))
-        return operator
+        # Tracing only (no compilation) finds out whether forward mode works.
+        jax.eval_shape(lambda x: linearize(x, weight=0.0).apply_misfit(block), m)
     except TypeError as err:
         if "forward-mode" not in str(err) and "jvp" not in str(err):
             raise
         return None
+    return linearize(m, weight=0.0)
 
 
 def _residual_function(problem, dtype):

@@ -125,9 +125,7 @@ def matern_coefficients(dim: int, correlation_length: float, variance: float):
     if dim not in (1, 2, 3):
         raise ValueError(f"the bilaplacian prior needs a 1-, 2- or 3-D space, got dim={dim}")
     if not correlation_length > 0:
-        raise ValueError(
-            f"regularization.correlation_length must be > 0, got {correlation_length}"
-        )
+        raise ValueError(f"regularization.correlation_length must be > 0, got {correlation_length}")
     if not variance > 0:
         raise ValueError(f"regularization.prior_variance must be > 0, got {variance}")
     nu = 2.0 - dim / 2.0
@@ -141,7 +139,7 @@ def matern_coefficients(dim: int, correlation_length: float, variance: float):
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class BiLaplacian:
-    r"""Matérn-like Gaussian prior :math:`\tfrac12 \|A (m - m_0)\|^2_{M^{-1}}`, ``A = delta M + gamma K``.
+    r"""Matérn-like Gaussian prior :math:`\tfrac12 \|A (m - m_0)\|^2_{M^{-1}}`, ``A = δM + γK``.
 
     ``M`` is the lumped P1 mass matrix and ``K`` the P1 stiffness matrix with the
     natural (Neumann) boundary condition, so :math:`\exp(-R)` is the density of the

@@ -350,7 +350,10 @@ def draw_figures(folder) -> list[Path]:
             draw_uncertainty,
         )
 
-        for name, draw in ((UNCERTAINTY_FIGURE, draw_uncertainty), (SPECTRUM_FIGURE, draw_spectrum)):
+        for name, draw in (
+            (UNCERTAINTY_FIGURE, draw_uncertainty),
+            (SPECTRUM_FIGURE, draw_spectrum),
+        ):
             draw(result, folder / name)
             paths.append(folder / name)
     return paths

@@ -155,7 +155,6 @@ def gaussian_prior(problem, m, *, weight=None, nugget: float = 1e-2, center=None
     proper = bool(getattr(regularizer, "proper", False))
     gaussian = bool(getattr(regularizer, "gaussian", False))
     mass = _lumped_mass(regularizer, parameters)
-    dtype = jnp.asarray(problem.data).dtype if _x64() else jnp.float32
 
     def negative_log_prior(x):
         field = parameters.field(x)
@@ -168,7 +167,15 @@ def gaussian_prior(problem, m, *, weight=None, nugget: float = 1e-2, center=None
         return value
 
     hessian = jax.jit(jax.hessian(negative_log_prior))
-    precision = np.asarray(hessian(jnp.asarray(m, dtype)), dtype=float)
+    if _x64():
+        precision = np.asarray(hessian(jnp.asarray(m, jnp.float64)), dtype=float)
+    else:
+        # In float64 even for a float32 run: the nugget's eigenvalues can sit below
+        # float32's resolution of the regulariser's (Cholesky would fail or be inaccurate).
+        with jax.enable_x64(True):
+            jax.clear_caches()  # programs traced without x64 must not be reused here
+            precision = np.asarray(hessian(jnp.asarray(m, jnp.float64)), dtype=float)
+        jax.clear_caches()
     precision = 0.5 * (precision + precision.T)
     try:
         cholesky = np.linalg.cholesky(precision)
@@ -211,6 +218,7 @@ class MisfitHessian(NamedTuple):
 
     apply: Callable[[np.ndarray], np.ndarray]
     gradient: Callable[[], np.ndarray]  # misfit gradient at the linearisation point, (n,)
+    misfit: Callable[[], float]  # data misfit at the linearisation point
     kind: str  # "gauss-newton" (the problem's own product) or "finite-difference-jvp"
     counter: list  # [number of Hessian-vector products so far]
 
@@ -255,6 +263,9 @@ def misfit_hessian(problem, m, *, batch_size: int | None = None, fd_step=None) -
         def gradient():
             return np.asarray(operator.gradient, dtype=float)
 
+        def misfit():
+            return float(operator.misfit)
+
     else:
         kind = "finite-difference-jvp"
         residual = _residual_function(problem, dtype)
@@ -274,10 +285,28 @@ def misfit_hessian(problem, m, *, batch_size: int | None = None, fd_step=None) -
             # at m does not depend on w and is computed once per batch.
             return jax.grad(lambda x: jnp.vdot(residual(x), w))(m_j)
 
-        block = jax.jit(jax.vmap(lambda v: jacobian_transpose(jacobian_vector(v))))
+        @jax.jit
+        def products(vectors):
+            # The residual at m rides along (one solve per block, not per vector).
+            hv = jax.vmap(lambda v: jacobian_transpose(jacobian_vector(v)))(vectors)
+            return hv, residual(m_j)
+
+        residual_at_m = []
+
+        def block(vectors):
+            hv, r0 = products(vectors)
+            if not residual_at_m:
+                residual_at_m.append(r0)
+            return hv
+
+        def misfit():
+            if not residual_at_m:
+                block(jnp.zeros((width, m_j.shape[0]), dtype))
+            return 0.5 * float(np.sum(np.asarray(residual_at_m[0], dtype=float) ** 2))
 
         def gradient():
-            return np.asarray(jax.jit(jax.grad(problem.misfit))(m_j), dtype=float)
+            misfit()
+            return np.asarray(jax.jit(jacobian_transpose)(residual_at_m[0]), dtype=float)
 
     def apply(vectors):
         vectors = np.asarray(vectors, dtype=float)
@@ -294,7 +323,7 @@ def misfit_hessian(problem, m, *, batch_size: int | None = None, fd_step=None) -
             out[:, start:stop] = result[: stop - start].T
         return out[:, 0] if single else out
 
-    return MisfitHessian(apply, gradient, kind, counter)
+    return MisfitHessian(apply, gradient, misfit, kind, counter)
 
 
 def _gauss_newton_operator(problem, m, width):
@@ -636,7 +665,6 @@ def laplace_posterior(
         hessian.apply, prior, rank, method=method, oversampling=oversampling,
         rng=np.random.default_rng(seed), max_rank=int(problem.num_observations),
     )  # fmt: skip
-    dtype = jnp.asarray(problem.data).dtype if _x64() else jnp.float32
     posterior = LaplacePosterior(
         mean=m,
         prior=prior,
@@ -648,11 +676,14 @@ def laplace_posterior(
         exact=eigen.exact,
         hessian_kind=hessian.kind,
     )
+    misfit = hessian.misfit()
     if newton_step:
         # Gradient of misfit + the prior's quadratic (which is w R for a quadratic R).
-        gradient = hessian.gradient() + prior.precision @ (m - prior.center)
-        m = m - posterior.covariance_apply(gradient)
-    misfit = float(problem.misfit(jnp.asarray(m, dtype)))
+        misfit_gradient = hessian.gradient()
+        step = -posterior.covariance_apply(misfit_gradient + prior.precision @ (m - prior.center))
+        # The Gauss-Newton model of the misfit at the new point (exact for a linear model).
+        misfit += float(misfit_gradient @ step + 0.5 * step @ hessian.apply(step))
+        m = m + step
     return dataclasses.replace(
         posterior,
         mean=m,

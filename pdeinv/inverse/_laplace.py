@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import weakref
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -268,33 +269,15 @@ def misfit_hessian(problem, m, *, batch_size: int | None = None, fd_step=None) -
 
     else:
         kind = "finite-difference-jvp"
-        residual = _residual_function(problem, dtype)
+        products, transpose = _finite_difference_programs(problem, dtype)
         tol = float(problem.solver.get("tol", 1e-8) or 1e-8)
         resolution = max(tol, float(jnp.finfo(dtype).eps))
         step = resolution ** (1.0 / 3.0) if fd_step is None else float(fd_step)
-        scale = step * (1.0 + float(jnp.max(jnp.abs(m_j))))
-
-        def jacobian_vector(v):
-            eps = scale / jnp.maximum(jnp.max(jnp.abs(v)), jnp.finfo(v.dtype).tiny)
-            # One batched solve for both sides (one trace of the solver, not two).
-            plus, minus = jax.vmap(residual)(jnp.stack([m_j + eps * v, m_j - eps * v]))
-            return (plus - minus) / (2.0 * eps)
-
-        def jacobian_transpose(w):
-            # J^T w as the gradient of <r(m), w>: under vmap over w the forward solve
-            # at m does not depend on w and is computed once per batch.
-            return jax.grad(lambda x: jnp.vdot(residual(x), w))(m_j)
-
-        @jax.jit
-        def products(vectors):
-            # The residual at m rides along (one solve per block, not per vector).
-            hv = jax.vmap(lambda v: jacobian_transpose(jacobian_vector(v)))(vectors)
-            return hv, residual(m_j)
-
+        scale = jnp.asarray(step * (1.0 + float(jnp.max(jnp.abs(m_j)))), dtype)
         residual_at_m = []
 
         def block(vectors):
-            hv, r0 = products(vectors)
+            hv, r0 = products(m_j, scale, vectors)
             if not residual_at_m:
                 residual_at_m.append(r0)
             return hv
@@ -306,7 +289,7 @@ def misfit_hessian(problem, m, *, batch_size: int | None = None, fd_step=None) -
 
         def gradient():
             misfit()
-            return np.asarray(jax.jit(jacobian_transpose)(residual_at_m[0]), dtype=float)
+            return np.asarray(transpose(m_j, residual_at_m[0]), dtype=float)
 
     def apply(vectors):
         vectors = np.asarray(vectors, dtype=float)
@@ -324,6 +307,40 @@ def misfit_hessian(problem, m, *, batch_size: int | None = None, fd_step=None) -
         return out[:, 0] if single else out
 
     return MisfitHessian(apply, gradient, misfit, kind, counter)
+
+
+# Compiled finite-difference products per problem (and dtype), with the point m as an
+# argument: an evidence sweep or a second posterior of the same problem compiles nothing.
+_FD_PROGRAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _finite_difference_programs(problem, dtype):
+    """``(products(m, scale, V) -> (H V, r(m)), transpose(m, w) -> J^T w)``, jitted once."""
+    cache = _FD_PROGRAMS.setdefault(problem, {})
+    key = jnp.dtype(dtype).name
+    if key in cache:
+        return cache[key]
+    residual = _residual_function(problem, dtype)
+
+    def jacobian_vector(m, scale, v):
+        eps = scale / jnp.maximum(jnp.max(jnp.abs(v)), jnp.finfo(v.dtype).tiny)
+        # One batched solve for both sides (one trace of the solver, not two).
+        plus, minus = jax.vmap(residual)(jnp.stack([m + eps * v, m - eps * v]))
+        return (plus - minus) / (2.0 * eps)
+
+    def jacobian_transpose(m, w):
+        # J^T w as the gradient of <r(m), w>: under vmap over w the forward solve at m
+        # does not depend on w and is computed once per block.
+        return jax.grad(lambda x: jnp.vdot(residual(x), w))(m)
+
+    @jax.jit
+    def products(m, scale, vectors):
+        # The residual at m rides along (one solve per block, not per vector).
+        hv = jax.vmap(lambda v: jacobian_transpose(m, jacobian_vector(m, scale, v)))(vectors)
+        return hv, residual(m)
+
+    cache[key] = (products, jax.jit(jacobian_transpose))
+    return cache[key]
 
 
 def _gauss_newton_operator(problem, m, width):

@@ -76,3 +76,23 @@ def test_uncertainty_defaults_and_key_errors():
         resolve_config({"regularization": {"correlation_length": -1.0}})
     with pytest.raises(ConfigError, match="unknown key 'uncertainty.rnak'"):
         resolve_config({"uncertainty": {"rnak": 3}})
+
+
+@pytest.mark.slow
+def test_choose_weight_by_evidence(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY)
+    out = tmp_path / "run"
+    overrides = [
+        "regularization.choose_weight=evidence",
+        "regularization.evidence_weights=[10.0, 1.0, 0.1]",
+    ]
+    assert main(["fit", str(config), "--out", str(out), "--quiet", *overrides]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    evidence = metrics["evidence"]
+    assert evidence["weights_tried"][0] == 10.0
+    best = int(np.argmax(evidence["log_evidences"]))
+    assert evidence["chosen_weight"] == evidence["weights_tried"][best]
+    assert metrics["regularization_weight"] == evidence["chosen_weight"]
+    # The run's posterior is the one at the chosen weight.
+    assert metrics["log_evidence"] == pytest.approx(evidence["log_evidences"][best])

@@ -156,27 +156,16 @@ def gaussian_prior(problem, m, *, weight=None, nugget: float = 1e-2, center=None
     proper = bool(getattr(regularizer, "proper", False))
     gaussian = bool(getattr(regularizer, "gaussian", False))
     mass = _lumped_mass(regularizer, parameters)
-
-    def negative_log_prior(x):
-        field = parameters.field(x)
-        value = weight * regularizer(field)
-        extras = x[k:] - jnp.asarray(center[k:], x.dtype)
-        value = value + 0.5 * nugget * jnp.sum(extras**2)
-        if not proper:
-            offset = field - parameters.field(jnp.asarray(center, x.dtype))
-            value = value + 0.5 * nugget * jnp.sum(jnp.asarray(mass, x.dtype) * offset**2)
-        return value
-
-    hessian = jax.jit(jax.hessian(negative_log_prior))
-    if _x64():
-        precision = np.asarray(hessian(jnp.asarray(m, jnp.float64)), dtype=float)
-    else:
-        # In float64 even for a float32 run: the nugget's eigenvalues can sit below
-        # float32's resolution of the regulariser's (Cholesky would fail or be inaccurate).
-        with jax.enable_x64(True):
-            jax.clear_caches()  # programs traced without x64 must not be reused here
-            precision = np.asarray(hessian(jnp.asarray(m, jnp.float64)), dtype=float)
-        jax.clear_caches()
+    # Assembled in float64 whatever the run's precision: the nugget's eigenvalues can sit
+    # below float32's resolution of the regulariser's (Cholesky would then fail).
+    field_matrix = _field_matrix(parameters)  # P: (nodes, k), field = P m[:k]
+    field_hessian = _field_hessian(regularizer, parameters.field(jnp.asarray(m)))
+    block = field_matrix.T @ (weight * field_hessian) @ field_matrix
+    if not proper:
+        block = block + nugget * field_matrix.T @ (mass[:, None] * field_matrix)
+    precision = np.zeros((n, n))
+    precision[:k, :k] = block
+    precision[k:, k:] = nugget * np.eye(n - k)
     precision = 0.5 * (precision + precision.T)
     try:
         cholesky = np.linalg.cholesky(precision)
@@ -189,6 +178,51 @@ def gaussian_prior(problem, m, *, weight=None, nugget: float = 1e-2, center=None
         # A quadratic regulariser's own mean is the prior mean (R = 0 there).
         center = _field_mean(regularizer, center, k)
     return GaussianPrior(center, precision, cholesky, gaussian)
+
+
+def _field_matrix(parameters) -> np.ndarray:
+    """The linear map ``P`` (nodes x field unknowns) of the parameterisation, in float64."""
+    from ._parameterization import CoarseGrid, NodalField, PiecewiseConstant
+
+    param = parameters.parameterization
+    if isinstance(param, NodalField):
+        return np.eye(param.num_nodes)
+    if isinstance(param, PiecewiseConstant):
+        return np.eye(param.num_params)[param.labels]
+    if isinstance(param, CoarseGrid):
+        nodes = param.index.shape[0]
+        matrix = np.zeros((nodes, param.num_params))
+        np.add.at(matrix, (np.arange(nodes)[:, None], param.index), param.weight)
+        return matrix
+    # Any other linear map: its columns in the run's precision.
+    k = parameters.num_field_params
+    columns = jax.vmap(param.field)(jnp.eye(k))
+    return np.asarray(columns, dtype=float).T
+
+
+def _field_hessian(regularizer, field) -> np.ndarray:
+    """Hessian of the regulariser on the nodal field, float64 (assembled when quadratic)."""
+    from ._regularization import (
+        BiLaplacian,
+        H1Seminorm,
+        NoRegularization,
+        Tikhonov,
+        lumped_mass,
+        stiffness_matrix,
+    )
+
+    nodes = int(np.shape(field)[0])
+    if isinstance(regularizer, H1Seminorm):
+        return stiffness_matrix(regularizer.space).toarray()
+    if isinstance(regularizer, Tikhonov):
+        return np.diag(lumped_mass(regularizer.space))
+    if isinstance(regularizer, BiLaplacian):
+        a = regularizer.operator().toarray()
+        return a.T @ (a / lumped_mass(regularizer.space)[:, None])
+    if isinstance(regularizer, NoRegularization):
+        return np.zeros((nodes, nodes))
+    # Not quadratic (total variation) or user-defined: autodiff in the run's precision.
+    return np.asarray(jax.jit(jax.hessian(regularizer))(field), dtype=float)
 
 
 def _field_mean(regularizer, center, k):

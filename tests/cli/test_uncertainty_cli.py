@@ -24,6 +24,8 @@ uncertainty: {enabled: true, samples: 3, rank: 4, oversampling: 2}
 """
 
 
+@pytest.mark.slow  # ~40 s on 2 idle cores; the default suite runs the posterior through the
+# CLI in tests/test_examples.py (examples/initial_condition.yaml with a small rank)
 def test_fit_with_uncertainty_writes_every_output(tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY)

@@ -159,8 +159,8 @@ def gaussian_prior(problem, m, *, weight=None, nugget: float = 1e-2, center=None
     # Assembled in float64 whatever the run's precision: the nugget's eigenvalues can sit
     # below float32's resolution of the regulariser's (Cholesky would then fail).
     field_matrix = _field_matrix(parameters)  # P: (nodes, k), field = P m[:k]
-    field_hessian = _field_hessian(regularizer, parameters.field(jnp.asarray(m)))
-    block = field_matrix.T @ (weight * field_hessian) @ field_matrix
+    hessian_p = _field_hessian_times(regularizer, parameters.field(jnp.asarray(m)), field_matrix)
+    block = weight * (field_matrix.T @ hessian_p)
     if not proper:
         block = block + nugget * field_matrix.T @ (mass[:, None] * field_matrix)
     precision = np.zeros((n, n))
@@ -200,8 +200,12 @@ def _field_matrix(parameters) -> np.ndarray:
     return np.asarray(columns, dtype=float).T
 
 
-def _field_hessian(regularizer, field) -> np.ndarray:
-    """Hessian of the regulariser on the nodal field, float64 (assembled when quadratic)."""
+def _field_hessian_times(regularizer, field, matrix) -> np.ndarray:
+    """``H_R @ matrix`` for the regulariser's Hessian on the nodal field, float64.
+
+    Quadratic regularisers use their sparse matrices (never a dense nodes x nodes
+    one); others (total variation) Hessian-vector products in the run's precision.
+    """
     from ._regularization import (
         BiLaplacian,
         H1Seminorm,
@@ -211,18 +215,22 @@ def _field_hessian(regularizer, field) -> np.ndarray:
         stiffness_matrix,
     )
 
-    nodes = int(np.shape(field)[0])
     if isinstance(regularizer, H1Seminorm):
-        return stiffness_matrix(regularizer.space).toarray()
+        return np.asarray(stiffness_matrix(regularizer.space) @ matrix)
     if isinstance(regularizer, Tikhonov):
-        return np.diag(lumped_mass(regularizer.space))
+        return lumped_mass(regularizer.space)[:, None] * matrix
     if isinstance(regularizer, BiLaplacian):
-        a = regularizer.operator().toarray()
-        return a.T @ (a / lumped_mass(regularizer.space)[:, None])
+        a = regularizer.operator()
+        return np.asarray(a.T @ ((a @ matrix) / lumped_mass(regularizer.space)[:, None]))
     if isinstance(regularizer, NoRegularization):
-        return np.zeros((nodes, nodes))
-    # Not quadratic (total variation) or user-defined: autodiff in the run's precision.
-    return np.asarray(jax.jit(jax.hessian(regularizer))(field), dtype=float)
+        return np.zeros_like(matrix)
+    gradient = jax.grad(regularizer)
+
+    def hvp(v):
+        return jax.jvp(gradient, (field,), (v,))[1]
+
+    columns = jax.jit(jax.vmap(hvp, in_axes=1, out_axes=1))(jnp.asarray(matrix, field.dtype))
+    return np.asarray(columns, dtype=float)
 
 
 def _field_mean(regularizer, center, k):

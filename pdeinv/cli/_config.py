@@ -313,10 +313,14 @@ SCHEMA: dict[str, Any] = {
         "method": Option(
             "lbfgsb",
             "str",
-            "scipy L-BFGS-B on jax.value_and_grad, or optax Adam.",
-            choices=("lbfgsb", "adam"),
+            "scipy L-BFGS-B on jax.value_and_grad, optax Adam, or inexact Newton–CG on the "
+            "Gauss–Newton Hessian (jax.jvp + jax.vjp through pdeinv.expm_multiply; see "
+            "docs/newton_cg.md).",
+            choices=("lbfgsb", "adam", "newton_cg"),
         ),
-        "max_iter": Option(200, "int", "Maximum iterations.", positive=True),
+        "max_iter": Option(
+            200, "int", "Maximum iterations (Newton steps for newton_cg).", positive=True
+        ),
         "gtol": Option(1e-6, "float", "Stop when the gradient (max-)norm is below.", minimum=0.0),
         "ftol": Option(
             1e-10, "float", "Stop when the relative objective decrease is below.", minimum=0.0
@@ -325,9 +329,38 @@ SCHEMA: dict[str, Any] = {
         "log_bounds": Option(
             [-5.0, 5.0],
             "floats",
-            "Bounds on the log-coefficient for L-BFGS-B (keeps the PDE well posed "
-            "and the solves cheap).",
+            "Bounds on the log-coefficient for L-BFGS-B and Newton–CG (keeps the PDE well "
+            "posed and the solves cheap).",
             length=2,
+        ),
+        "max_cg": Option(
+            50,
+            "int",
+            "newton_cg: most CG iterations (Gauss–Newton Hessian–vector products, a tangent "
+            "and an adjoint solve each) per Newton step.",
+            positive=True,
+        ),
+        "forcing_max": Option(
+            0.5,
+            "float",
+            "newton_cg: largest relative CG residual (Eisenstat–Walker forcing term; the "
+            "first step uses it), in (0, 1).",
+            positive=True,
+        ),
+        "cg_memory": Option(
+            50,
+            "int",
+            "newton_cg: (d, H d) pairs of earlier CG runs kept to precondition the next "
+            "(limited-memory inverse Hessian, no extra solves); 0 = plain CG.",
+            minimum=0,
+        ),
+        "trust_radius": Option(
+            None,
+            "float",
+            "newton_cg: initial radius of the Steihaug CG step in the log-coefficient "
+            "(adapted after each step); null = no radius.",
+            positive=True,
+            nullable=True,
         ),
     },
     "solver": {
@@ -792,6 +825,7 @@ def _cross_check(config: dict) -> None:
         raise ConfigError("model.boundary = periodic needs a grid, not model.mesh")
     _cross_check_sources(config)
     _cross_check_uncertainty(config)
+    _cross_check_optimizer(config["optimizer"])
     if config["dtype"] is not None:
         config["precision"] = config["dtype"]
     if config["data"]["source"] == "file" and (
@@ -829,6 +863,16 @@ def _cross_check_uncertainty(config: dict) -> None:
                 "parameterization.kind = initial_condition recovers one initial state; "
                 "it does not go with experiments"
             )
+
+
+def _cross_check_optimizer(opt: dict) -> None:
+    lo, hi = opt["log_bounds"]
+    if lo > hi:
+        raise ConfigError(
+            f"optimizer.log_bounds must be [low, high] with low <= high, got {[lo, hi]}"
+        )
+    if opt["method"] == "newton_cg" and not opt["forcing_max"] < 1:
+        raise ConfigError(f"optimizer.forcing_max must be in (0, 1), got {opt['forcing_max']}")
 
 
 def _cross_check_sources(config: dict) -> None:

@@ -407,13 +407,25 @@ def build_experiment(config: dict, *, with_data: bool = True, devices=None) -> E
     x0 = parameters.initial(start_value, initial_extra, dtype=np.dtype(dtype))
     prior_center = parameters.initial(prior_log, initial_extra, dtype=float)
     opt = config["optimizer"]
+    # The initial state is no log-coefficient: no bounds on it.
+    lo, hi = (None, None) if initial_condition else opt["log_bounds"]
+    bounds = ((lo, hi),) * parameters.num_field_params + ((None, None),) * (
+        parameters.size - parameters.num_field_params
+    )
     if opt["method"] == "lbfgsb":
-        lo, hi = (None, None) if initial_condition else opt["log_bounds"]
-        bounds = ((lo, hi),) * parameters.num_field_params + ((None, None),) * (
-            parameters.size - parameters.num_field_params
-        )
         optimizer = inverse.LBFGSB(
             max_iter=opt["max_iter"], gtol=opt["gtol"], ftol=opt["ftol"], bounds=bounds
+        )
+    elif opt["method"] == "newton_cg":
+        optimizer = inverse.NewtonCG(
+            max_iter=opt["max_iter"],
+            gtol=opt["gtol"],
+            ftol=opt["ftol"],
+            max_cg=opt["max_cg"],
+            forcing_max=opt["forcing_max"],
+            memory=opt["cg_memory"],
+            trust_radius=opt["trust_radius"],
+            bounds=bounds,
         )
     else:
         optimizer = inverse.Adam(

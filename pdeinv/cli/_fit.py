@@ -186,6 +186,7 @@ def run(args) -> int:
         metrics.update(evidence_metrics(outcome))
         if uncertainty is not None:
             metrics.update(uncertainty.metrics)
+        metrics.update(_pde_solves(outcome, previous))
         metrics["planned_gradient_memory"] = plan
         metrics["checkpoints_written"] = checkpointer.count
         if interrupted:
@@ -235,6 +236,27 @@ def _uncertainty(experiment, outcome, progress, folder, config, previous):
         f"{info['time_s']:.1f} s"
     )
     return uncertainty
+
+
+def _pde_solves(outcome, previous) -> dict:
+    """``pde_solves`` (forward + adjoint + tangent) and its parts, all stages of the fit.
+
+    Counted by the optimiser where it evaluates the objective, gradient and
+    Hessian–vector products (one solve per experiment each); a resumed run adds
+    the solves of the runs before it.
+    """
+    results = [outcome.result] if outcome.morozov is None else list(outcome.morozov.results)
+    if outcome.evidence is not None:
+        results = list(outcome.evidence.results)
+    kinds = {"forward": 0, "adjoint": 0, "tangent": 0}
+    for result in results:
+        for kind in kinds:
+            kinds[kind] += int((result.pde_solves or {}).get(kind, 0))
+    if previous is not None:
+        before = previous["metrics"].get("pde_solves_by_kind") or {}
+        for kind in kinds:
+            kinds[kind] += int(before.get(kind, 0))
+    return {"pde_solves": sum(kinds.values()), "pde_solves_by_kind": kinds}
 
 
 def _batch(experiment) -> int:

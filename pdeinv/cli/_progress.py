@@ -28,6 +28,10 @@ class Progress:
             f"misfit {info.misfit:.4e}  |grad| {info.grad_norm:.3e}  "
             f"step {info.step:.2e}  {info.elapsed:7.2f} s"
         )
+        if info.cg_iterations:  # a Newton-CG step: its Hessian-vector products
+            text += f"  cg {info.cg_iterations:3d}"
+        if info.pde_solves:
+            text += f"  solves {info.pde_solves}"
         if self.live:
             self.stream.write("\r" + text + "\x1b[K")
             self._open_line = True

@@ -74,10 +74,12 @@ def join_histories(previous: dict | None, new: dict) -> dict:
     if not previous:
         return {k: np.asarray(v, dtype=float) for k, v in new.items()}
     out = {}
+    rows = len(next(iter(previous.values())))
     for key, values in new.items():
-        old = np.asarray(previous.get(key, np.zeros(0)), dtype=float)
+        # A column the previous run did not record (an older version) reads as zeros.
+        old = np.asarray(previous.get(key, np.zeros(rows)), dtype=float)
         values = np.asarray(values, dtype=float)[1:]
-        if key in ("iteration", "elapsed") and old.size:
+        if key in ("iteration", "elapsed", "pde_solves") and old.size:
             values = values + old[-1]
         out[key] = np.concatenate([old, values])
     return out

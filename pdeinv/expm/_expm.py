@@ -21,6 +21,9 @@ parameter gradient of a step is one batched VJP of ``matvec``.
 
 ``gradient="discrete"`` is the exact derivative of the Krylov approximation
 (the adjoint of Krämer et al. 2024 applied step by step), kept for comparison.
+
+Forward mode and the wiring of both rules into JAX live in ``_rules.py``
+(docs/design.md#forward-mode).
 """
 
 from __future__ import annotations
@@ -172,19 +175,23 @@ def _decompose(cfg: _Config, apply, u, stop=None):
 def _decompose_checked(cfg: _Config, apply, u, stop=None):
     """:func:`_decompose` and the skewness the skew process measured (0 for the others)."""
     k = cfg.krylov_dim
-    if cfg.skew:
-        process = skew_lanczos_process(apply)
-    elif cfg.symmetric:
-        process = lanczos_process(apply, reorthogonalize=cfg.reorthogonalize)
-    elif cfg.method == "affine-lanczos":
-        process = bordered_lanczos_process(apply)
-    else:
-        process = arnoldi_process(apply, reorthogonalize=cfg.reorthogonalize)
+    process = make_process(cfg, apply)
     if stop is None or cfg.chunk == k:
         (dec, skewness), size = iterate(process, u, k), jnp.asarray(k, jnp.int32)
     else:
         (dec, skewness), size = iterate_until(process, u, k, cfg.chunk, stop)
     return dec.basis, (dec.small, dec.norm, jnp.linalg.norm(dec.residual), size), skewness
+
+
+def make_process(cfg: _Config, apply):
+    """The Krylov process of ``cfg.method`` for the operator ``apply``."""
+    if cfg.skew:
+        return skew_lanczos_process(apply)
+    if cfg.symmetric:
+        return lanczos_process(apply, reorthogonalize=cfg.reorthogonalize)
+    if cfg.method == "affine-lanczos":
+        return bordered_lanczos_process(apply)
+    return arnoldi_process(apply, reorthogonalize=cfg.reorthogonalize)
 
 
 def _propagator(cfg: _Config, pieces) -> KrylovPropagator:
@@ -763,36 +770,13 @@ def _backward_discrete(cfg: _Config, matvec, params, saved, g):
     return lam, grad
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _expm_core(cfg, matvec, v, params, ts, tol):
-    ys, stats, _ = _forward(cfg, matvec, v, params, ts, tol, record=False)
-    return ys, _stats_as_floats(stats, v.dtype)
-
-
 def _stats_as_floats(stats, dtype):
-    # Floats so that the custom VJP needs no float0 cotangents for them.
+    # Floats so that differentiation needs no float0 tangents for them.
     return ExpmStats(*(jnp.asarray(s, dtype) for s in stats))
 
 
-def _expm_core_fwd(cfg, matvec, v, params, ts, tol):
-    ys, stats, saved = _forward(cfg, matvec, v, params, ts, tol, record=True)
-    return (ys, _stats_as_floats(stats, v.dtype)), (saved, ys, params, ts, tol)
-
-
-def _expm_core_bwd(cfg, matvec, residuals, cotangents):
-    saved, ys, params, ts, tol = residuals
-    g, _ = cotangents
-    if cfg.gradient == "two-sided":
-        v_bar, params_bar = _backward_two_sided(cfg, matvec, params, saved, g, tol)
-    else:
-        v_bar, params_bar = _backward_discrete(cfg, matvec, params, saved, g)
-    # d y_i / d t_i = A y_i.
-    ay = jax.vmap(matvec, in_axes=(0, None))(ys, params)
-    ts_bar = jnp.sum(g * ay, axis=1).astype(ts.dtype)
-    return v_bar, params_bar, ts_bar, jnp.zeros_like(tol)
-
-
-_expm_core.defvjp(_expm_core_fwd, _expm_core_bwd)
+# The differentiation rules need the sweeps above (imported from here).
+from ._rules import expm_core as _expm_core  # noqa: E402
 
 
 def _check_concrete(name, value, check, message):
@@ -999,8 +983,9 @@ def expm_multiply(
     r"""Action of the matrix exponential ``exp(t A(params)) v``, matrix-free.
 
     Adaptive Krylov time stepping (Expokit-style a posteriori error control)
-    with a reverse-mode rule that is accurate to ``tol`` for the gradient too
-    (the two-sided continuous adjoint; see the module docstring).
+    with derivative rules that are accurate to ``tol`` too: the two-sided
+    continuous adjoint in reverse mode, a forward sensitivity solve in forward
+    mode (see the module docstring and the Notes).
 
     Parameters
     ----------
@@ -1078,6 +1063,17 @@ def expm_multiply(
     Array
         ``exp(t A) v`` of shape ``(n,)`` for a scalar ``t``, else ``(len(t), n)``
         with row ``i`` equal to ``exp(t_i A) v``.
+
+    Notes
+    -----
+    Differentiable in both modes with respect to ``v``, ``params`` and ``t``,
+    under ``jit`` and ``vmap``: ``jax.grad``/``jax.vjp``/``jax.jacrev`` run the
+    adjoint sweep, ``jax.jvp``/``jax.jacfwd``/``jax.linearize`` a forward
+    sensitivity solve of the block operator ``[[A, dA], [0, A]]`` with its own
+    error control (accurate to ``tol``; docs/design.md#forward-mode).
+    ``jax.jvp`` of ``jax.grad`` works for ``"lanczos"`` and ``"skew-lanczos"``;
+    other second derivatives and forward mode with ``gradient="discrete"``
+    raise ``NotImplementedError``.
 
     Raises
     ------

@@ -21,6 +21,10 @@ from ._laplace import gaussian_prior as gaussian_prior
 from ._laplace import generalized_eigh as generalized_eigh
 from ._laplace import laplace_posterior as laplace_posterior
 from ._laplace import misfit_hessian as misfit_hessian
+from ._newton import CurvaturePairs as CurvaturePairs
+from ._newton import NewtonCG as NewtonCG
+from ._newton import SteihaugResult as SteihaugResult
+from ._newton import steihaug_cg as steihaug_cg
 from ._observations import FullField as FullField
 from ._observations import PointSensors as PointSensors
 from ._observations import SensorData as SensorData
@@ -37,6 +41,7 @@ from ._parameterization import CoarseGrid as CoarseGrid
 from ._parameterization import NodalField as NodalField
 from ._parameterization import ParameterMap as ParameterMap
 from ._parameterization import PiecewiseConstant as PiecewiseConstant
+from ._problem import GaussNewtonOperator as GaussNewtonOperator
 from ._problem import InverseProblem as InverseProblem
 from ._problem import MorozovResult as MorozovResult
 from ._problem import diffrax_check as diffrax_check

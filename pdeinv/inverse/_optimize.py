@@ -27,6 +27,8 @@ class IterationInfo(NamedTuple):
     misfit: float
     step: float  # ||x_k - x_{k-1}||
     elapsed: float  # seconds since the optimiser started
+    cg_iterations: int = 0  # Hessian-vector products of this step (Newton-CG)
+    pde_solves: int = 0  # forward + adjoint + tangent solves so far (0: not counted)
 
 
 class OptimizeResult(NamedTuple):
@@ -36,8 +38,10 @@ class OptimizeResult(NamedTuple):
     no trial point that can be evaluated), 3 interrupted (``stop`` returned true;
     ``x`` is then the best iterate so far).  :data:`STATUS_NAMES` maps them to
     the words ``metrics.json`` uses.
-    ``history``: arrays ``objective, grad_norm, misfit, step, elapsed`` per
-    iteration, entry 0 being the starting point.
+    ``history``: arrays ``objective, grad_norm, misfit, step, elapsed,
+    cg_iterations, pde_solves`` per iteration, entry 0 being the starting point.
+    ``pde_solves``: ``{"forward", "adjoint", "tangent", "total"}`` PDE solves made,
+    when :func:`minimize` was given ``solve_costs`` (else ``None``).
     """
 
     x: np.ndarray
@@ -49,6 +53,7 @@ class OptimizeResult(NamedTuple):
     success: bool
     message: str
     history: dict
+    pde_solves: dict | None = None
 
 
 STATUS_NAMES = {0: "converged", 1: "max_iter", 2: "failed", 3: "interrupted"}
@@ -61,6 +66,40 @@ _ADAM_BACKTRACKS = 12
 
 class _Interrupted(Exception):
     """Raised inside an evaluation when ``stop()`` asks the optimiser to end."""
+
+
+SOLVE_KINDS = ("forward", "adjoint", "tangent")
+
+
+class _SolveCounter:
+    """Counts the calls of each kind and, given their costs, the PDE solves they made.
+
+    ``costs``: ``{call kind: {solve kind: solves per call}}`` with call kinds
+    ``value_and_grad`` (objective and gradient), ``linearize`` (objective,
+    gradient and a Hessian linearisation) and ``hvp`` (one Hessian-vector
+    product); see :meth:`pdeinv.inverse.InverseProblem.pde_solve_costs`.
+    """
+
+    def __init__(self, costs=None):
+        self.costs = costs
+        self.calls = {"value_and_grad": 0, "linearize": 0, "hvp": 0}
+        self.solves = dict.fromkeys(SOLVE_KINDS, 0)
+
+    def add(self, kind: str) -> None:
+        self.calls[kind] += 1
+        if self.costs is not None:
+            costs = self.costs() if callable(self.costs) else self.costs
+            for solve, count in costs.get(kind, {}).items():
+                self.solves[solve] += int(count)
+
+    @property
+    def total(self) -> int:
+        return int(sum(self.solves.values()))
+
+    def totals(self) -> dict | None:
+        if self.costs is None:
+            return None
+        return {**self.solves, "total": self.total}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,12 +136,14 @@ def _value_and_grad(objective):
     return jax.jit(jax.value_and_grad(objective, has_aux=True))
 
 
-def _compile(objective, args, stop=None):
+def _compile(objective, args, stop=None, counter=None):
     value_and_grad = _value_and_grad(objective)
 
     def evaluate(x):
         if stop is not None and stop():
             raise _Interrupted
+        if counter is not None:
+            counter.add("value_and_grad")
         (value, misfit), grad = value_and_grad(x, *args)
         value, misfit = float(value), float(misfit)
         grad = np.asarray(grad, dtype=float)
@@ -168,14 +209,15 @@ def _first_message(err) -> str:
 
 
 class _History:
-    def __init__(self, callback, checkpoint=None):
+    def __init__(self, callback, checkpoint=None, counter=None):
         self.rows = []
         self.callback = callback
         self.checkpoint = checkpoint
+        self.counter = counter
         self.start = time.perf_counter()
         self.best = None  # (objective, x, misfit) of the lowest finite objective
 
-    def record(self, iteration, value, grad, misfit, step, x=None):
+    def record(self, iteration, value, grad, misfit, step, x=None, *, cg_iterations=0):
         info = IterationInfo(
             iteration,
             value,
@@ -183,6 +225,8 @@ class _History:
             misfit,
             float(step),
             time.perf_counter() - self.start,
+            int(cg_iterations),
+            self.counter.total if self.counter is not None else 0,
         )
         self.rows.append(info)
         if x is not None and np.isfinite(value) and (self.best is None or value < self.best[0]):
@@ -202,12 +246,14 @@ class _History:
 def minimize(
     objective: Callable,
     x0,
-    optimizer: LBFGSB | Adam | None = None,
+    optimizer=None,
     *,
     args: tuple = (),
     callback: Callable[[IterationInfo], None] | None = None,
     stop: Callable[[], bool] | None = None,
     checkpoint: Callable[[np.ndarray, dict], None] | None = None,
+    linearize: Callable | None = None,
+    solve_costs: dict | Callable[[], dict] | None = None,
 ) -> OptimizeResult:
     """Minimise ``objective(x, *args) -> (value, misfit)`` starting from ``x0``.
 
@@ -224,7 +270,7 @@ def minimize(
     x0
         Starting vector, shape ``(num_params,)``; its dtype is kept.
     optimizer
-        :class:`LBFGSB` (default) or :class:`Adam`.
+        :class:`LBFGSB` (default), :class:`Adam` or :class:`~pdeinv.inverse.NewtonCG`.
     args
         Extra (array) arguments of ``objective``; they are traced, not baked in.
     callback
@@ -236,23 +282,48 @@ def minimize(
     checkpoint
         Called after the start and every iteration with the best iterate so far
         and the history arrays (the CLI writes them to disk, rate-limited).
+    linearize
+        Newton–CG only: ``linearize(x, *args)`` returning an object with
+        ``objective, misfit, gradient`` and ``hvp`` (a :class:`jax.tree_util.Partial`
+        applying the Hessian, e.g. the Gauss–Newton one of
+        :meth:`~pdeinv.inverse.InverseProblem.gauss_newton_operator`), jitted.
+        ``None``: the exact Hessian of ``objective`` (forward over reverse mode).
+    solve_costs
+        PDE solves made by one call of each kind (``value_and_grad``,
+        ``linearize``, ``hvp``), or a function returning them (asked at every
+        call), e.g. :meth:`~pdeinv.inverse.InverseProblem.pde_solve_costs`; the result's
+        ``pde_solves`` and the history's ``pde_solves`` count them.  ``None``: not counted.
     """
+    from ._newton import NewtonCG, _newton_cg, exact_linearization
+
     optimizer = LBFGSB() if optimizer is None else optimizer
     x0 = jnp.asarray(x0)
     dtype = x0.dtype
-    evaluate = _compile(objective, tuple(args), stop)
-    history = _History(callback, checkpoint)
+    counter = _SolveCounter(solve_costs)
+    evaluate = _compile(objective, tuple(args), stop, counter)
+    history = _History(callback, checkpoint, counter)
     try:
         if isinstance(optimizer, LBFGSB):
-            return _lbfgsb(evaluate, np.asarray(x0, dtype=float), dtype, optimizer, history)
-        if isinstance(optimizer, Adam):
-            return _adam(evaluate, x0, optimizer, history)
+            result = _lbfgsb(evaluate, np.asarray(x0, dtype=float), dtype, optimizer, history)
+        elif isinstance(optimizer, Adam):
+            result = _adam(evaluate, x0, optimizer, history)
+        elif isinstance(optimizer, NewtonCG):
+            base = exact_linearization(objective) if linearize is None else linearize
+            args = tuple(args)
+            return _newton_cg(
+                lambda x: base(x, *args), np.asarray(x0, dtype=float), dtype, optimizer,
+                history, counter, stop,
+            )  # fmt: skip
+        else:
+            raise TypeError(
+                f"optimizer must be NewtonCG, LBFGSB or Adam, got {type(optimizer).__name__}"
+            )
     except _Interrupted:
-        return _interrupted(history, x0)
-    raise TypeError(f"optimizer must be LBFGSB or Adam, got {type(optimizer).__name__}")
+        return _interrupted(history, x0, counter)
+    return result._replace(pde_solves=counter.totals())
 
 
-def _interrupted(history, x0) -> OptimizeResult:
+def _interrupted(history, x0, counter=None) -> OptimizeResult:
     if history.best is None:  # stopped before the start point was evaluated
         value, x, misfit = np.nan, np.asarray(x0), np.nan
     else:
@@ -268,6 +339,7 @@ def _interrupted(history, x0) -> OptimizeResult:
         success=False,
         message="interrupted; best iterate so far",
         history=history.arrays(),
+        pde_solves=None if counter is None else counter.totals(),
     )
 
 
@@ -312,11 +384,7 @@ def _lbfgsb(evaluate, x0, dtype, options, history):
         previous["x"] = x.copy()
         history.record(len(history.rows), value, grad, misfit, step, x)
 
-    bounds = options.bounds
-    if bounds is not None and len(bounds) == 2 and not isinstance(bounds[0], (tuple, list)):
-        bounds = [tuple(bounds)] * len(x0)
-    if bounds is not None and len(bounds) != len(x0):
-        raise ValueError(f"bounds must be one (lo, hi) pair or {len(x0)} pairs")
+    bounds = _normalize_bounds(options.bounds, len(x0))
     result = scipy.optimize.minimize(
         fun,
         x0,
@@ -355,6 +423,15 @@ def _lbfgsb(evaluate, x0, dtype, options, history):
         message=message,
         history=history.arrays(),
     )
+
+
+def _normalize_bounds(bounds, n):
+    """``None`` or ``n`` pairs ``(lo, hi)`` from one pair for all or one pair per variable."""
+    if bounds is not None and len(bounds) == 2 and not isinstance(bounds[0], (tuple, list)):
+        bounds = [tuple(bounds)] * n
+    if bounds is not None and len(bounds) != n:
+        raise ValueError(f"bounds must be one (lo, hi) pair or {n} pairs")
+    return bounds
 
 
 def _adam(evaluate, x0, options, history):

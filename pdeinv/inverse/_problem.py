@@ -36,6 +36,12 @@ def _misfit_gauss_newton(jvp, vjp, dm):
     return vjp(jvp(dm))[0]
 
 
+def _misfit_gauss_newton_transposed(jvp, dm):
+    # J^T by transposing the linearised map: no forward solve of its own.
+    tangent = jvp(dm)
+    return jax.linear_transpose(jvp, dm)(tangent)[0]
+
+
 def _regularized_hvp(misfit_hvp, reg_hvp, weight, dm):
     return misfit_hvp(dm) + weight * reg_hvp(dm)
 
@@ -129,14 +135,19 @@ class RegularizedObjective:
 
         ``value_and_grad``: a forward and an adjoint solve per experiment;
         ``linearize`` (:meth:`gauss_newton_operator`): the forward solve that
-        :func:`jax.linearize` keeps, the forward solve of the :func:`jax.vjp`
-        that applies ``Jᵀ``, and the adjoint solve of the gradient; ``hvp``: a
-        tangent solve (``J dm``) and an adjoint solve (``Jᵀ(...)``).
+        :func:`jax.linearize` keeps and the adjoint solve of the gradient (``Jᵀ``
+        is the transpose of the linearised map), plus a second forward solve
+        when the solver has no transpose rule for its tangent and ``Jᵀ`` comes
+        from :func:`jax.vjp`; ``hvp``: a tangent solve (``J dm``) and an adjoint
+        solve (``Jᵀ(...)``).
         """
         e = self.num_solves
+        # jax.linear_transpose of the linearisation when the forward solver allows it
+        # (then no separate jax.vjp forward solve); known once the first one traced.
+        transposed = self.__dict__.get("_transposes", False)
         return {
             "value_and_grad": {"forward": e, "adjoint": e},
-            "linearize": {"forward": 2 * e, "adjoint": e},
+            "linearize": {"forward": e if transposed else 2 * e, "adjoint": e},
             "hvp": {"tangent": e, "adjoint": e},
         }
 
@@ -145,11 +156,19 @@ class RegularizedObjective:
         # One compilation per problem: the weight is traced, so Morozov's sweep reuses it.
         def linearize(m, weight):
             residual, jvp = jax.linearize(self.weighted_residual, m)
-            _, vjp = jax.vjp(self.weighted_residual, m)
+            try:
+                misfit_grad = jax.linear_transpose(jvp, m)(residual)[0]
+                misfit_hvp = Partial(_misfit_gauss_newton_transposed, jvp)
+                self.__dict__["_transposes"] = True
+            except Exception:  # noqa: BLE001 - any failure to transpose: use jax.vjp
+                # No transpose rule for the tangent solve: Jᵀ by reverse mode.
+                _, vjp = jax.vjp(self.weighted_residual, m)
+                misfit_grad = vjp(residual)[0]
+                misfit_hvp = Partial(_misfit_gauss_newton, jvp, vjp)
+                self.__dict__["_transposes"] = False
             misfit = 0.5 * jnp.sum(residual**2)
             reg, reg_grad, reg_hvp = _value_grad_hvp(self.regularization, m)
-            grad = vjp(residual)[0] + weight * reg_grad
-            misfit_hvp = Partial(_misfit_gauss_newton, jvp, vjp)
+            grad = misfit_grad + weight * reg_grad
             return GaussNewtonOperator(
                 objective=misfit + weight * reg,
                 misfit=misfit,
@@ -314,7 +333,12 @@ def fit(
     checkpoint: Callable | None = None,
 ) -> OptimizeResult:
     """Minimise the problem's objective from ``x0`` (see :func:`minimize`, also for
-    ``stop`` and ``checkpoint``)."""
+    ``stop`` and ``checkpoint``).
+
+    :class:`~pdeinv.inverse.NewtonCG` uses the problem's Gauss–Newton Hessian
+    (:meth:`InverseProblem.gauss_newton_operator`); every method counts its PDE
+    solves (``result.pde_solves``, see :meth:`InverseProblem.pde_solve_costs`).
+    """
     weight = problem.weight if weight is None else float(weight)
     x0 = jnp.asarray(x0)
     return minimize(
@@ -325,6 +349,8 @@ def fit(
         callback=callback,
         stop=stop,
         checkpoint=checkpoint,
+        linearize=problem._linearize,
+        solve_costs=problem.pde_solve_costs,
     )
 
 

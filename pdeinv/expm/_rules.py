@@ -1,0 +1,241 @@
+"""Differentiation rules of the integrator: one tangent rule, its transpose is the adjoint.
+
+``expm_core`` is a ``jax.custom_jvp`` function.  Its JVP rule runs the forward
+sweep (recording what the adjoint needs) and returns the tangent as a call of
+the primitive ``expm_tangent``, which is linear in the input tangents
+``(dv, dparams, dts)``:
+
+* evaluating it (``jax.jvp``, ``jax.jacfwd``, ``jax.linearize``) computes the
+  forward sensitivity with its own error control (:func:`_tangent_two_sided`);
+* transposing it (``jax.grad``, ``jax.vjp``, ``jax.jacrev``) runs the adjoint
+  sweep on the recorded forward (:func:`_transpose`).
+
+So forward and reverse mode share one function, JAX's own linearize/transpose
+machinery decides which rule runs, and ``vmap`` batches either (the primitive
+is batched by mapping its rules, as lineax does for linear solves).  See
+docs/design.md#forward-mode.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import equinox.internal as eqxi
+import jax
+import jax.numpy as jnp
+from jax.interpreters import ad
+
+try:  # jax >= 0.4.36 linearizes directly; the tracer type is not re-exported
+    from jax._src.interpreters.ad import LinearizeTracer as _LinearizeTracer
+except ImportError:  # pragma: no cover
+    _LinearizeTracer = ad.JVPTracer
+from ._expm import (
+    _backward_discrete,
+    _backward_two_sided,
+    _Config,
+    _forward,
+    _stats_as_floats,
+)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def expm_core(cfg: _Config, matvec, v, params, ts, tol):
+    """``(exp(ts_i A(params)) v for each i, stats)``; differentiable in both modes."""
+    ys, stats, _ = _forward(cfg, matvec, v, params, ts, tol, record=False)
+    return ys, _stats_as_floats(stats, v.dtype)
+
+
+@expm_core.defjvp
+def _expm_core_jvp(cfg, matvec, primals, tangents):
+    v, params, ts, tol = primals
+    dv, dparams, dts, _ = tangents
+    _refuse_second_order(primals)
+    ys, stats, recorded = _forward(cfg, matvec, v, params, ts, tol, record=True)
+    stats = _stats_as_floats(stats, v.dtype)
+    (dys,) = eqxi.filter_primitive_bind(
+        _tangent_p, cfg, matvec, (v, params, ts, tol, ys, recorded), (dv, dparams, dts)
+    )
+    return (ys, stats), (dys, jax.tree_util.tree_map(jnp.zeros_like, stats))
+
+
+def _refuse_second_order(primals):
+    """NotImplementedError when the rule itself is being differentiated (second order).
+
+    The rule's forward and adjoint sweeps are adaptive loops over small-matrix
+    kernels with custom reverse rules of their own; differentiating them again
+    would be the derivative of the algorithm, not of ``exp(tA) v`` (and JAX
+    refuses or compiles for minutes).  Gauss–Newton Hessians need first
+    derivatives only (see docs/design.md#forward-mode).
+    """
+    if any(_differentiated(x) for x in jax.tree_util.tree_leaves(primals)):
+        raise NotImplementedError(
+            "expm_multiply: second derivatives (jax.jvp of jax.grad, jax.grad of jax.jvp, "
+            "jax.hessian, jacfwd of jacfwd) are not supported; its first derivatives in either "
+            "mode are; for Newton-type methods use Gauss-Newton Hessian-vector products "
+            "(J^T J v from one jax.jvp and one jax.vjp)"
+        )
+
+
+def _differentiated(x) -> bool:
+    """Whether ``x`` carries a JVP/linearize tracer, possibly under ``vmap`` tracers."""
+    while isinstance(x, jax.core.Tracer):
+        if isinstance(x, (ad.JVPTracer, _LinearizeTracer)):
+            return True
+        x = getattr(x, "val", None)  # a batching tracer wraps the value of the level below
+    return False
+
+
+# ---------------------------------------------------------------------------
+# The tangent: a forward sensitivity solve.
+
+
+class _SensitivityMatvec:
+    """Matvec of the block operator ``[[A, dA / alpha], [0, A]]`` on ``[x; w]``.
+
+    ``exp(t B) [dv; alpha v] = [J(t) (dv, dA); alpha exp(t A) v]``: the top block
+    is the tangent of ``exp(t A(params)) v`` in the direction ``(dv, dparams)``
+    (the Fréchet derivative of the exponential, written as one exponential of a
+    twice larger operator).  ``params`` of the block operator are
+    ``(params, dparams, 1 / alpha)``; ``dA w`` and ``A w`` come from one JVP of
+    ``matvec``.  Equal (and hashed) by the wrapped matvec, so that the solver
+    compiled for it is reused.
+    """
+
+    def __init__(self, matvec):
+        self.matvec = matvec
+
+    def __eq__(self, other):
+        return isinstance(other, _SensitivityMatvec) and other.matvec == self.matvec
+
+    def __hash__(self):
+        return hash((_SensitivityMatvec, self.matvec))
+
+    def __call__(self, z, block_params):
+        params, dparams, inv_alpha = block_params
+        n = z.shape[0] // 2
+        x, w = z[:n], z[n:]
+        aw, daw = jax.jvp(lambda p: self.matvec(w, p), (params,), (dparams,))
+        return jnp.concatenate([self.matvec(x, params) + inv_alpha * daw, aw])
+
+
+def _sensitivity_config(cfg: _Config) -> _Config:
+    """Integrator settings of the block operator: not symmetric, so Arnoldi."""
+    return _Config(
+        method="arnoldi",
+        krylov_dim=cfg.krylov_dim,
+        max_steps=cfg.max_steps,
+        gradient="two-sided",
+        reorthogonalize=True,
+        checkpoint="states",
+        checkpoints=cfg.checkpoints,
+    )
+
+
+def _tangent_two_sided(cfg, matvec, residuals, linear):
+    """Tangent ``dys`` of the forward solve in the direction ``(dv, dparams, dts)``.
+
+    The block state is scaled, ``[dv; alpha v]`` with ``alpha ||v|| = ||dv|| +
+    t_final ||dA v||`` (the size of the tangent over the interval when nothing
+    decays), so that the block solve's relative error control, which measures
+    the whole state, is an error control of the tangent.
+    """
+    v, params, ts, tol, ys, _ = residuals
+    dv, dparams, dts = linear
+    dtype = v.dtype
+    dav = jax.jvp(lambda p: matvec(v, p), (params,), (dparams,))[1]
+    v_norm = jnp.linalg.norm(v)
+    scale = jnp.linalg.norm(dv) + ts[-1].astype(dtype) * jnp.linalg.norm(dav)
+    alpha = jnp.where((v_norm > 0) & (scale > 0), scale / jnp.where(v_norm > 0, v_norm, 1), 1.0)
+    block = _SensitivityMatvec(matvec)
+    z0 = jnp.concatenate([dv, alpha * v])
+    zs, _ = expm_core(_sensitivity_config(cfg), block, z0, (params, dparams, 1.0 / alpha), ts, tol)
+    return zs[:, : v.shape[0]] + _time_tangent(matvec, params, ys, dts)
+
+
+def _time_tangent(matvec, params, ys, dts):
+    """``d y_i = dts_i A y_i`` (the state's time derivative at each output time)."""
+    ay = jax.vmap(matvec, in_axes=(0, None))(ys, params)
+    return dts[:, None].astype(ys.dtype) * ay
+
+
+def _tangent(cfg, matvec, residuals, linear):
+    if cfg.gradient == "discrete":
+        # The discrete adjoint is the reverse rule of the Krylov process itself
+        # (Krämer et al. 2024), which has no forward counterpart here.
+        raise NotImplementedError(
+            "expm_multiply: gradient='discrete' supports reverse mode only (jax.grad, jax.vjp); "
+            "forward mode (jax.jvp, jax.jacfwd, jax.linearize) needs gradient='two-sided'"
+        )
+    return _tangent_two_sided(cfg, matvec, residuals, linear)
+
+
+# ---------------------------------------------------------------------------
+# Its transpose: the adjoint sweep.
+
+
+def _transpose(cfg, matvec, residuals, g):
+    """``(dv, dparams, dts)`` cotangents of the tangent map for the output cotangent ``g``."""
+    v, params, ts, tol, ys, recorded = residuals
+    if cfg.gradient == "two-sided":
+        v_bar, params_bar = _backward_two_sided(cfg, matvec, params, recorded, g, tol)
+    else:
+        v_bar, params_bar = _backward_discrete(cfg, matvec, params, recorded, g)
+    # d y_i / d t_i = A y_i.
+    ay = jax.vmap(matvec, in_axes=(0, None))(ys, params)
+    ts_bar = jnp.sum(g * ay, axis=1).astype(ts.dtype)
+    return v_bar, params_bar, ts_bar
+
+
+# ---------------------------------------------------------------------------
+# The primitive.
+
+
+def _impl(cfg, matvec, residuals, linear):
+    return (_tangent(cfg, matvec, residuals, linear),)
+
+
+def _abstract_eval(cfg, matvec, residuals, linear):
+    ys = residuals[4]
+    return (jax.core.ShapedArray(ys.shape, ys.dtype),)
+
+
+def _jvp(primals, tangents):
+    """Second-order forward mode (the tangent of the tangent map): refused with a clear error.
+
+    It would need the exponential of a block operator of the block operator
+    (four copies of the state) for each further order; Gauss–Newton methods
+    need first derivatives only.
+    """
+    raise NotImplementedError(
+        "expm_multiply: forward mode over forward mode (jax.jacfwd of jax.jacfwd, jax.hessian) is "
+        "not supported; first derivatives are, in both modes, and jax.jvp of jax.grad (a "
+        "Hessian-vector product) works for method='lanczos' and 'skew-lanczos'"
+    )
+
+
+def _transpose_rule(inputs, cts_out):
+    cfg, matvec, residuals, linear = inputs
+    (g,) = cts_out
+    if any(isinstance(x, ad.UndefinedPrimal) for x in jax.tree_util.tree_leaves(residuals)):
+        raise NotImplementedError(
+            "expm_multiply: transposing its tangent with respect to the forward solve itself "
+            "(reverse mode over forward mode of the residuals) is not supported"
+        )
+    bars = _transpose(cfg, matvec, residuals, g)
+    linear_cts = jax.tree_util.tree_map(
+        lambda x, ct: ct if isinstance(x, ad.UndefinedPrimal) else None,
+        linear,
+        bars,
+        is_leaf=lambda x: isinstance(x, ad.UndefinedPrimal),
+    )
+    none = lambda tree: jax.tree_util.tree_map(lambda _: None, tree)  # noqa: E731
+    return none(cfg), none(matvec), none(residuals), linear_cts
+
+
+_tangent_p = eqxi.create_vprim(
+    "expm_tangent",
+    eqxi.filter_primitive_def(_impl),
+    eqxi.filter_primitive_def(_abstract_eval),
+    eqxi.filter_primitive_jvp(_jvp),
+    eqxi.filter_primitive_transpose(materialise_zeros=True)(_transpose_rule),
+)

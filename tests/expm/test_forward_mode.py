@@ -1,0 +1,204 @@
+"""Forward mode of expm_multiply: jax.jvp / jacfwd / linearize against dense references."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.linalg
+from test_expm import advdiff_matvec, dense_matrix, diffusion_matvec, diffusion_problem
+
+from pdeinv.expm import expm_multiply
+
+
+def rel(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300)
+
+
+def direction(params, seed):
+    rng = np.random.default_rng(seed)
+    return jax.tree_util.tree_map(lambda x: jnp.asarray(rng.standard_normal(np.shape(x))), params)
+
+
+def dense_tangent(matvec, params, v, ts, dv, dparams):
+    """``d/de exp(t A(p + e dp)) (v + e dv)`` for each t: expm and expm_frechet."""
+    n = v.shape[0]
+    a, e = jax.jvp(lambda p: dense_matrix(matvec, p, n), (params,), (dparams,))
+    a, e = np.asarray(a), np.asarray(e)
+    rows = []
+    for t in np.atleast_1d(ts):
+        frechet = scipy.linalg.expm_frechet(t * a, t * e, compute_expm=False)
+        rows.append(scipy.linalg.expm(t * a) @ np.asarray(dv) + frechet @ np.asarray(v))
+    return np.stack(rows)
+
+
+CASES = [
+    # (matvec, method, stiffness t||A||)
+    (diffusion_matvec, "lanczos", 1e2),
+    (diffusion_matvec, "lanczos", 1e4),
+    pytest.param(advdiff_matvec, "arnoldi", 1e2, marks=pytest.mark.slow),  # ~15 s
+    (advdiff_matvec, "arnoldi", 1e4),
+]
+
+
+@pytest.mark.parametrize("matvec, method, stiffness", CASES)
+def test_tangent_matches_expm_frechet_at_several_times(matvec, method, stiffness):
+    n, tol = 24, 1e-8
+    params, v = diffusion_problem(n, stiffness, seed=3)
+    if matvec is advdiff_matvec:
+        params = dict(params, velocity=jnp.asarray(0.7))
+    dparams, dv = direction(params, 4), jnp.asarray(np.random.default_rng(5).standard_normal(n))
+    ts = jnp.asarray([0.01, 0.3, 1.0])
+
+    def f(v, p):
+        return expm_multiply(matvec, v, p, ts, tol=tol, method=method)
+
+    ys, dys = jax.jvp(f, (v, params), (dv, dparams))
+    ref = dense_tangent(matvec, params, v, ts, dv, dparams)
+    for i in range(len(ts)):
+        assert rel(dys[i], ref[i]) <= 100 * tol, (i, rel(dys[i], ref[i]))
+
+
+@pytest.mark.slow  # ~40 s; the dot-product test checks forward against reverse by default
+def test_jacfwd_equals_dense_jacobian_and_jacrev():
+    n, tol = 16, 1e-9
+    params, v = diffusion_problem(n, 50.0, seed=6)
+
+    def f(p):
+        return expm_multiply(diffusion_matvec, v, p, 1.0, tol=tol, method="lanczos")
+
+    jf = jax.jacfwd(f)(params)
+    jr = jax.jacrev(f)(params)
+    # Dense Jacobian column by column from expm_frechet.
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    for index, leaf in enumerate(leaves):
+        size = int(np.size(leaf))
+        for k in range(size):
+            basis = [jnp.zeros_like(x) for x in leaves]
+            basis[index] = jnp.zeros(size).at[k].set(1.0).reshape(np.shape(leaf))
+            dp = jax.tree_util.tree_unflatten(treedef, basis)
+            ref = dense_tangent(diffusion_matvec, params, v, 1.0, jnp.zeros(n), dp)[0]
+            col_f = np.asarray(jax.tree_util.tree_leaves(jf)[index]).reshape(n, size)[:, k]
+            col_r = np.asarray(jax.tree_util.tree_leaves(jr)[index]).reshape(n, size)[:, k]
+            scale = max(np.linalg.norm(ref), 1e-3 * np.linalg.norm(v))
+            assert np.linalg.norm(col_f - ref) <= 100 * tol * scale
+            assert np.linalg.norm(col_f - col_r) <= 100 * tol * scale
+
+
+@pytest.mark.parametrize(
+    "method",
+    ["lanczos", pytest.param("arnoldi", marks=pytest.mark.slow)],  # ~40 s each
+)
+def test_dot_product_test_forward_against_reverse(method):
+    # |<J d, w> - <d, J^T w>| <= 100 tol |<J d, w>|, J the derivative w.r.t. (v, params, t).
+    n, tol = 20, 1e-8
+    params, v = diffusion_problem(n, 300.0, seed=8)
+    matvec = diffusion_matvec if method == "lanczos" else advdiff_matvec
+    if method == "arnoldi":
+        params = dict(params, velocity=jnp.asarray(0.5))
+    ts = jnp.asarray([0.2, 1.0])
+    options = dict(tol=tol, method=method)
+
+    def f(v, p, ts):
+        return expm_multiply(matvec, v, p, ts, **options)
+
+    rng = np.random.default_rng(9)
+    d = (jnp.asarray(rng.standard_normal(n)), direction(params, 10), jnp.asarray([0.3, -0.2]))
+    w = jnp.asarray(rng.standard_normal((2, n)))
+    _, jd = jax.jvp(f, (v, params, ts), d)
+    _, vjp = jax.vjp(f, v, params, ts)
+    jtw = vjp(w)
+    lhs = float(jnp.sum(jd * w))
+    pairs = zip(jax.tree.leaves(d), jax.tree.leaves(jtw), strict=True)
+    rhs = sum(float(jnp.vdot(a, b)) for a, b in pairs)
+    assert abs(lhs - rhs) <= 100 * tol * abs(lhs)
+
+
+@pytest.mark.slow  # ~13-23 s of compilation; the default tests cover the rule
+def test_time_tangent_is_a_times_the_state():
+    n = 12
+    params, v = diffusion_problem(n, 20.0, seed=11)
+    a = np.asarray(dense_matrix(diffusion_matvec, params, n))
+    f = lambda t: expm_multiply(diffusion_matvec, v, params, t, tol=1e-10, method="lanczos")  # noqa: E731
+    y, dy = jax.jvp(f, (jnp.asarray(0.4),), (jnp.asarray(2.0),))
+    assert rel(dy, 2.0 * a @ np.asarray(y)) <= 1e-8
+
+
+@pytest.mark.slow  # ~13-23 s of compilation; the default tests cover the rule
+def test_skew_lanczos_tangent_matches_expm_frechet():
+    from test_expm_skew import _skew_operator
+
+    matvec, dense, params = _skew_operator(20, seed=2)
+    v = jnp.asarray(np.random.default_rng(3).standard_normal(20))
+    dparams, tol = direction(params, 4), 1e-8
+    f = lambda p: expm_multiply(matvec, v, p, 3.0, tol=tol, method="skew-lanczos")  # noqa: E731
+    _, dy = jax.jvp(f, (params,), (dparams,))
+    a, e = jax.jvp(lambda p: dense_matrix(matvec, p, 20), (params,), (dparams,))
+    ref = scipy.linalg.expm_frechet(3.0 * np.asarray(a), 3.0 * np.asarray(e), compute_expm=False)
+    assert rel(dy, ref @ np.asarray(v)) <= 100 * tol
+
+
+def test_linearize_jit_and_vmap_agree_with_jvp():
+    n, tol = 16, 1e-8
+    params, v = diffusion_problem(n, 100.0, seed=12)
+
+    def f(p):
+        return expm_multiply(diffusion_matvec, v, p, 1.0, tol=tol, method="lanczos")
+
+    dps = [direction(params, s) for s in (13, 14, 15)]
+    stacked = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *dps)
+    batched = jax.jit(jax.vmap(lambda dp: jax.jvp(f, (params,), (dp,))[1]))(stacked)
+    _, lin = jax.linearize(f, params)
+    ref = dense_tangent(diffusion_matvec, params, v, 1.0, jnp.zeros(n), dps[0])[0]
+    assert rel(batched[0], ref) <= 100 * tol
+    for i, dp in enumerate(dps):
+        assert rel(lin(dp), batched[i]) <= 1e-10
+
+
+@pytest.mark.slow  # ~13-23 s of compilation; the default tests cover the rule
+def test_float32_forward_mode_runs_and_is_accurate_to_float32():
+    n = 16
+    params, v = diffusion_problem(n, 30.0, seed=16)
+    p32 = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), params)
+    v32 = jnp.asarray(v, jnp.float32)
+    dp32 = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), direction(params, 17))
+    f = lambda p: expm_multiply(diffusion_matvec, v32, p, 1.0, tol=1e-5, method="lanczos")  # noqa: E731
+    _, dy = jax.jvp(f, (p32,), (dp32,))
+    assert dy.dtype == jnp.float32
+    ref = dense_tangent(diffusion_matvec, params, v, 1.0, jnp.zeros(n), direction(params, 17))[0]
+    assert rel(dy, ref) <= 1e-3
+
+
+@pytest.mark.slow  # ~13-23 s of compilation; the default tests cover the rule
+def test_forward_over_reverse_hessian_vector_product_for_lanczos():
+    # jax.jvp of jax.grad differentiates the reverse sweep: checked against the
+    # exact second derivative of w^T exp(p A0) v in the scalar p.
+    n = 10
+    rng = np.random.default_rng(18)
+    b = rng.standard_normal((n, n))
+    a0 = -(b @ b.T) / n
+    v, w = jnp.asarray(rng.standard_normal(n)), rng.standard_normal(n)
+
+    def loss(p):
+        y = expm_multiply(lambda x, p: p * (a0 @ x), v, p, 1.0, tol=1e-10, method="lanczos")
+        return jnp.dot(w, y)
+
+    _, hv = jax.jvp(jax.grad(loss), (jnp.asarray(1.0),), (jnp.asarray(1.0),))
+    exact = w @ a0 @ a0 @ scipy.linalg.expm(a0) @ np.asarray(v)
+    assert abs(float(hv) - exact) <= 1e-7 * abs(exact)
+
+
+def test_discrete_gradient_has_reverse_mode_only():
+    params, v = diffusion_problem(8, 10.0, seed=20)
+    f = lambda p: expm_multiply(  # noqa: E731
+        diffusion_matvec, v, p, 1.0, method="lanczos", gradient="discrete"
+    )
+    with pytest.raises(NotImplementedError, match="reverse mode only"):
+        jax.jvp(f, (params,), (params,))
+
+
+def test_forward_over_forward_is_refused_with_a_clear_error():
+    params, v = diffusion_problem(8, 10.0, seed=19)
+    f = lambda p: expm_multiply(diffusion_matvec, v, p, 1.0, method="lanczos")  # noqa: E731
+    with pytest.raises(NotImplementedError, match="forward mode over forward mode"):
+        jax.jacfwd(jax.jacfwd(f))(params)

@@ -703,7 +703,8 @@ def laplace_posterior(
     newton_step
         Take the mean one Gauss–Newton step from ``m``,
         :math:`m - \Gamma_{post}\nabla J(m)`: the exact posterior mean of a linear
-        model from any ``m`` (leave off for nonlinear fits at a bound).
+        model from any ``m`` (leave off for nonlinear fits at a bound).  Taken only
+        when the posterior is exact (no truncated eigenpairs); otherwise the mean is ``m``.
     batch_size
         Hessian–vector products at once (see :func:`misfit_hessian`).
     seed
@@ -738,7 +739,9 @@ def laplace_posterior(
         hessian_kind=hessian.kind,
     )
     misfit = hessian.misfit()
-    if newton_step:
+    # Only an exact posterior gives the Newton step: a truncated one has the prior's
+    # (much larger) covariance along the dropped directions and would overshoot there.
+    if newton_step and eigen.exact:
         # Gradient of misfit + the prior's quadratic (which is w R for a quadratic R).
         misfit_gradient = hessian.gradient()
         step = -posterior.covariance_apply(misfit_gradient + prior.precision @ (m - prior.center))

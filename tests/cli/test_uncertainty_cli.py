@@ -24,8 +24,7 @@ uncertainty: {enabled: true, samples: 3, rank: 4, oversampling: 2}
 """
 
 
-@pytest.mark.slow  # ~40 s on 2 idle cores; the default suite runs the posterior through the
-# CLI in tests/test_examples.py (examples/initial_condition.yaml with a small rank)
+@pytest.mark.slow  # ~36 s on the 2-core VM: over the default suite's budget
 def test_fit_with_uncertainty_writes_every_output(tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY)

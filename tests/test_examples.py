@@ -25,6 +25,15 @@ SMALL = {
         "check.enabled=false",
     ],
     "advection_diffusion.yaml": ["model.grid=[10, 10]", "optimizer.max_iter=3"],
+    # the posterior is tested in tests/inverse/test_laplace.py (against dense Bayesian
+    # linear regression) and, through the CLI, tests/cli/test_uncertainty_cli.py
+    "initial_condition.yaml": [
+        "model.grid=[8, 8]",
+        "observations.sensors.count=9",
+        "optimizer.max_iter=3",
+        "check.enabled=false",
+        "uncertainty.enabled=false",  # the posterior through the CLI: -m slow (budget)
+    ],
     # the Theis check of the same setup is tests/cli/test_pumping.py
     "pumping_test.yaml": [
         "model.grid=[12, 12]",

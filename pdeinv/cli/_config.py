@@ -228,8 +228,9 @@ SCHEMA: dict[str, Any] = {
             "nodal",
             "str",
             "Unknowns: log-coefficient per node, per box region, or on a coarse grid "
-            "interpolated to the nodes.",
-            choices=("nodal", "regions", "coarse"),
+            "interpolated to the nodes; `initial_condition`: the initial state per node "
+            "(the coefficient is known, truth.field; a linear problem, docs/uncertainty.md).",
+            choices=("nodal", "regions", "coarse", "initial_condition"),
         ),
         "regions": Option([4, 4], "ints", "Boxes per axis for `regions`.", positive=True),
         "coarse_grid": Option(
@@ -250,8 +251,10 @@ SCHEMA: dict[str, Any] = {
             "h1",
             "str",
             "Penalty on m = log(coefficient): Tikhonov 0.5*int (m - m0)^2, H1 seminorm "
-            "0.5*int |grad m|^2, smoothed total variation int sqrt(|grad m|^2 + eps^2).",
-            choices=("h1", "tikhonov", "tv", "none"),
+            "0.5*int |grad m|^2, smoothed total variation int sqrt(|grad m|^2 + eps^2), "
+            "bilaplacian 0.5*||(delta - gamma lap)(m - m0)||^2 (a Matern-like Gaussian prior "
+            "with `correlation_length` and `prior_variance`; docs/uncertainty.md).",
+            choices=("h1", "tikhonov", "tv", "bilaplacian", "none"),
         ),
         "weight": Option(1.0, "float", "Regularisation weight (fixed choice).", minimum=0.0),
         "prior_mean": Option(
@@ -262,12 +265,36 @@ SCHEMA: dict[str, Any] = {
             nullable=True,
         ),
         "tv_epsilon": Option(0.1, "float", "Smoothing of total variation.", positive=True),
+        "correlation_length": Option(
+            None,
+            "float",
+            "Correlation length of the bilaplacian prior (domain units); null = a quarter "
+            "of the longest side of the domain.",
+            positive=True,
+            nullable=True,
+        ),
+        "prior_variance": Option(
+            1.0,
+            "float",
+            "Pointwise variance of m under the bilaplacian prior at weight 1 (the weight "
+            "divides it), away from the boundary.",
+            positive=True,
+        ),
         "choose_weight": Option(
             "fixed",
             "str",
             "`fixed`: use `weight`; `morozov`: largest of `morozov_weights` whose misfit "
-            "reaches the noise level (discrepancy principle).",
-            choices=("fixed", "morozov"),
+            "reaches the noise level (discrepancy principle); `evidence`: the one of "
+            "`evidence_weights` with the largest Laplace log evidence (docs/uncertainty.md).",
+            choices=("fixed", "morozov", "evidence"),
+        ),
+        "evidence_weights": Option(
+            None,
+            "floats",
+            "Weights tried by choose_weight = evidence (largest first, warm-started); "
+            "null = morozov_weights.",
+            positive=True,
+            nullable=True,
         ),
         "morozov_weights": Option(
             [1e-1, 1e-2, 1e-3, 1e-4, 1e-5],
@@ -387,6 +414,43 @@ SCHEMA: dict[str, Any] = {
             "Absolute tolerance of the diffrax check; null = 1e-12 (float64) or 1e-8 (float32).",
             positive=True,
             nullable=True,
+        ),
+    },
+    "uncertainty": {
+        "enabled": Option(
+            False,
+            "bool",
+            "After the fit, compute the Laplace posterior at the MAP point: posterior std, "
+            "samples, Hessian spectrum, log evidence (docs/uncertainty.md).",
+        ),
+        "rank": Option(
+            None,
+            "int",
+            "Eigenpairs of the prior-preconditioned misfit Hessian kept; null = "
+            "min(number of unknowns, 200); rank + oversampling >= unknowns is exact.",
+            positive=True,
+            nullable=True,
+        ),
+        "samples": Option(4, "int", "Posterior samples written and drawn.", minimum=0),
+        "method": Option(
+            "randomized",
+            "str",
+            "Eigensolver: randomized double pass (batched products) or Lanczos with full "
+            "reorthogonalisation.",
+            choices=("randomized", "lanczos"),
+        ),
+        "oversampling": Option(
+            10, "int", "Extra random vectors (randomized) or steps (Lanczos).", minimum=0
+        ),
+        "nugget": Option(
+            0.01,
+            "float",
+            "Precision of the weak Tikhonov term that makes an improper prior proper (h1, tv, "
+            "none; and unknowns the regulariser does not see, e.g. a velocity).",
+            positive=True,
+        ),
+        "batch_size": Option(
+            8, "int", "Hessian-vector products computed at once (vmap).", positive=True
         ),
     },
     "output": {
@@ -801,6 +865,7 @@ def _cross_check(config: dict) -> None:
     if model["boundary"] == "periodic" and model["mesh"] is not None:
         raise ConfigError("model.boundary = periodic needs a grid, not model.mesh")
     _cross_check_sources(config)
+    _cross_check_uncertainty(config)
     _cross_check_optimizer(config["optimizer"])
     if config["data"]["source"] == "file" and (
         config["experiments"]["initial_conditions"] is not None or config["experiments"]["random"]
@@ -808,6 +873,35 @@ def _cross_check(config: dict) -> None:
         raise ConfigError(
             "experiments need data.source = synthetic (data files hold one experiment)"
         )
+
+
+def _cross_check_uncertainty(config: dict) -> None:
+    """Evidence needs a Gaussian prior; the initial-condition unknowns need one experiment."""
+    reg, par = config["regularization"], config["parameterization"]
+    if reg["choose_weight"] == "evidence" and reg["kind"] == "tv":
+        raise ConfigError(
+            "regularization.choose_weight = evidence needs a Gaussian prior "
+            "(regularization.kind h1, tikhonov, bilaplacian or none), got tv"
+        )
+    if par["kind"] == "initial_condition":
+        if config["model"]["pde"] == "wave":
+            raise ConfigError(
+                "parameterization.kind = initial_condition works with model.pde heat or "
+                "advection_diffusion, got wave"
+            )
+        if config["data"]["source"] != "synthetic":
+            raise ConfigError(
+                "parameterization.kind = initial_condition needs data.source = synthetic "
+                "(the true initial state is model.initial_condition)"
+            )
+        if (
+            config["experiments"]["initial_conditions"] is not None
+            or config["experiments"]["random"]
+        ):
+            raise ConfigError(
+                "parameterization.kind = initial_condition recovers one initial state; "
+                "it does not go with experiments"
+            )
 
 
 def _cross_check_optimizer(opt: dict) -> None:

@@ -42,6 +42,8 @@ class Experiment:
     observation_kind: str
     build_time_s: float
     device_layout: dict | None = None  # devices and how experiments are split over them
+    log_field: bool = True  # the unknown field is log(coefficient); False: the initial state
+    prior_center: np.ndarray | None = None  # centre of the uncertainty prior's nugget term
 
     @property
     def space(self):
@@ -358,15 +360,29 @@ def build_experiment(config: dict, *, with_data: bool = True, devices=None) -> E
         if initial_velocity.size != space.dim:
             raise ConfigError(f"parameterization.initial_velocity must have {space.dim} entries")
         initial_extra["velocity"] = initial_velocity
-    parameters = inverse.ParameterMap(
-        _parameterization(config, space), field_param, dict(model.params), extras
-    )
+    initial_condition = config["parameterization"]["kind"] == "initial_condition"
     reg = config["regularization"]
     prior = reg["prior_mean"] if reg["prior_mean"] is not None else initial_value
-    regularizer = inverse.make_regularizer(
-        reg["kind"], space, mean=float(np.log(prior)), epsilon=reg["tv_epsilon"]
-    )
+    prior_log = 0.0 if initial_condition else float(np.log(prior))
+    if initial_condition:
+        # The initial state is the unknown (a linear problem); the coefficient is the truth's.
+        parameters = inverse.ParameterMap(
+            inverse.NodalField(space.num_nodes), inverse.INITIAL_CONDITION, dict(model.params)
+        )
+    else:
+        parameters = inverse.ParameterMap(
+            _parameterization(config, space), field_param, dict(model.params), extras
+        )
+    try:
+        regularizer = inverse.make_regularizer(
+            reg["kind"], space, mean=prior_log, epsilon=reg["tv_epsilon"],
+            correlation_length=reg["correlation_length"], variance=reg["prior_variance"],
+        )  # fmt: skip
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     problem_class, multi_options = inverse.InverseProblem, {}
+    if initial_condition:
+        multi_options = {"forward": inverse.initial_condition_forward}
     if multiple:
         from ..inverse._experiments import MultiExperimentProblem
 
@@ -387,9 +403,12 @@ def build_experiment(config: dict, *, with_data: bool = True, devices=None) -> E
         solver=solver,
         **multi_options,
     )
-    x0 = parameters.initial(np.log(initial_value), initial_extra, dtype=np.dtype(dtype))
+    start_value = 0.0 if initial_condition else np.log(initial_value)
+    x0 = parameters.initial(start_value, initial_extra, dtype=np.dtype(dtype))
+    prior_center = parameters.initial(prior_log, initial_extra, dtype=float)
     opt = config["optimizer"]
-    lo, hi = opt["log_bounds"]
+    # The initial state is no log-coefficient: no bounds on it.
+    lo, hi = (None, None) if initial_condition else opt["log_bounds"]
     bounds = ((lo, hi),) * parameters.num_field_params + ((None, None),) * (
         parameters.size - parameters.num_field_params
     )
@@ -415,10 +434,12 @@ def build_experiment(config: dict, *, with_data: bool = True, devices=None) -> E
             gtol=opt["gtol"],
             ftol=opt["ftol"],
         )
+    if initial_condition:
+        true_field = u0_field if synthetic else None
     return Experiment(
         config=config,
         model=model,
-        coefficient=_COEFFICIENT[pde],
+        coefficient=inverse.INITIAL_CONDITION if initial_condition else _COEFFICIENT[pde],
         true_field=true_field,
         true_params=true_params,
         clean_data=clean,
@@ -428,6 +449,8 @@ def build_experiment(config: dict, *, with_data: bool = True, devices=None) -> E
         observation_kind=observation_kind,
         build_time_s=time.perf_counter() - start,
         device_layout=device_layout,
+        log_field=not initial_condition,
+        prior_center=prior_center,
     )
 
 
@@ -443,6 +466,7 @@ class FitOutcome:
     history: dict
     stage_starts: np.ndarray
     fit_time_s: float
+    evidence: Any = None  # inverse.EvidenceResult of choose_weight = evidence
 
 
 def fit_experiment(
@@ -468,7 +492,7 @@ def fit_experiment(
     start = time.perf_counter()
     reg = config["regularization"]
     x0 = experiment.x0 if x0 is None else x0
-    morozov = None
+    morozov = evidence = None
     if reg["choose_weight"] == "morozov":
         morozov = inverse.fit_morozov(
             problem,
@@ -483,6 +507,20 @@ def fit_experiment(
         )
         result, weight = morozov.result, morozov.weight
         histories = [r.history for r in morozov.results]
+    elif reg["choose_weight"] == "evidence":
+        from ._uncertainty import posterior_options
+
+        weights = reg["evidence_weights"] or reg["morozov_weights"]
+        try:
+            evidence = inverse.fit_evidence(
+                problem, x0, weights, experiment.optimizer,
+                posterior_options=posterior_options(experiment), callback=callback,
+                on_weight=on_weight, stop=stop, checkpoint=checkpoint,
+            )  # fmt: skip
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        result, weight = evidence.result, evidence.weight
+        histories = [r.history for r in evidence.results]
     else:
         result = inverse.fit(
             problem, x0, experiment.optimizer, callback=callback, stop=stop,
@@ -502,7 +540,7 @@ def fit_experiment(
     params = problem.parameters.to_params(x)
     states = np.asarray(problem.states(x))
     predictions = np.asarray(problem.observation(experiment.model.observe(jnp.asarray(states))))
-    recovered_field = np.exp(np.asarray(problem.parameters.field(x), dtype=float))
+    recovered_field = field_values(experiment, problem.parameters.field(x))
     return FitOutcome(
         result=result,
         weight=weight,
@@ -514,7 +552,24 @@ def fit_experiment(
         history=history,
         stage_starts=stage_starts,
         fit_time_s=fit_time,
+        evidence=evidence,
     )
+
+
+def field_values(experiment: Experiment, field) -> np.ndarray:
+    """Nodal values of the unknown field: ``exp`` of a log-coefficient, else as is."""
+    field = np.asarray(field, dtype=float)
+    return np.exp(field) if experiment.log_field else field
+
+
+def solve_model_and_params(experiment: Experiment, params: dict):
+    """``(model, params)`` to re-simulate a fit: the recovered initial state becomes ``u0``."""
+    params = dict(params)
+    model = experiment.model
+    if inverse.INITIAL_CONDITION in params:
+        field = jnp.asarray(params.pop(inverse.INITIAL_CONDITION), model.u0.dtype)
+        model = dataclasses.replace(model, u0=model.state_from_field(field))
+    return model, params
 
 
 def expm_statistics(model: Model, params, times, solver: dict) -> dict:
@@ -551,9 +606,10 @@ def check_with_diffrax(experiment: Experiment, outcome: FitOutcome) -> tuple[flo
     """``diffrax_check`` at the recovered parameters and the seconds it took."""
     check = experiment.config["check"]
     start = time.perf_counter()
-    params = {k: jnp.asarray(v) for k, v in outcome.recovered_params.items()}
+    model, params = solve_model_and_params(experiment, outcome.recovered_params)
+    params = {k: jnp.asarray(v) for k, v in params.items()}
     value = inverse.diffrax_check(
-        experiment.model,
+        model,
         params,
         experiment.problem.times,
         # Several experiments: check the first (the model's u0 is its initial state).
@@ -657,8 +713,12 @@ def _data_sigma(problem):
     return np.broadcast_to(sigma, data.shape).copy()
 
 
-def write_fit_folder(folder: Path, experiment, outcome, metrics) -> None:
-    """config.yaml, metrics.json, result.npz, fields.vtu and the figures."""
+def write_fit_folder(folder: Path, experiment, outcome, metrics, uncertainty=None) -> None:
+    """config.yaml, metrics.json, result.npz, fields.vtu and the figures.
+
+    ``uncertainty`` (a :class:`~pdeinv.cli._uncertainty.Uncertainty`) adds its arrays
+    to result.npz and its pointwise std to fields.vtu.
+    """
     config = experiment.config
     problem = experiment.problem
     report.write_config(folder, dump_config(config))
@@ -671,7 +731,9 @@ def write_fit_folder(folder: Path, experiment, outcome, metrics) -> None:
         "title": np.asarray(run_title(config, experiment)),
         "recovered_field": recovered,
         "true_field": true,
-        "initial_field": np.exp(np.asarray(problem.parameters.field(jnp.asarray(experiment.x0)))),
+        "initial_field": field_values(
+            experiment, problem.parameters.field(jnp.asarray(experiment.x0))
+        ),
         "times": problem.times,
         "observations": problem.data,
         "clean_observations": experiment.clean_data,
@@ -688,6 +750,8 @@ def write_fit_folder(folder: Path, experiment, outcome, metrics) -> None:
     }
     for key, value in outcome.history.items():
         arrays[f"history_{key}"] = value
+    if uncertainty is not None:
+        arrays.update(uncertainty.arrays)
     for key, value in outcome.recovered_params.items():
         if key != problem.parameters.field_name and np.size(value) < 16:
             arrays[f"recovered_{key}"] = value
@@ -702,6 +766,8 @@ def write_fit_folder(folder: Path, experiment, outcome, metrics) -> None:
         if true is not None:
             point_data[f"{name}_true"] = true
             point_data[f"{name}_error"] = recovered - true
+        if uncertainty is not None:
+            point_data.update(uncertainty.point_data)
         report.write_vtu(
             folder, experiment.space.points, experiment.space.cells, experiment.space.cell_type,
             point_data,

@@ -80,6 +80,7 @@ def run(args) -> int:
         expm_statistics,
         fit_experiment,
         fit_metrics,
+        solve_model_and_params,
         write_fit_folder,
     )
     from ._robust import (
@@ -91,6 +92,7 @@ def run(args) -> int:
         history_of,
         planned_gradient_memory,
     )
+    from ._uncertainty import evidence_metrics
 
     start = time.perf_counter()
     progress = Progress(quiet=args.quiet)
@@ -166,8 +168,12 @@ def run(args) -> int:
             if config["check"]["enabled"]:
                 diffrax_check, check_time = check_with_diffrax(experiment, outcome)
             statistics = expm_statistics(
-                experiment.model, outcome.recovered_params, problem.times, problem.solver
-            )
+                *solve_model_and_params(experiment, outcome.recovered_params),
+                problem.times, problem.solver,
+            )  # fmt: skip
+        uncertainty = None
+        if not interrupted and config["uncertainty"]["enabled"]:
+            uncertainty = _uncertainty(experiment, outcome, progress, folder, config, previous)
         metrics = fit_metrics(
             experiment,
             outcome,
@@ -177,6 +183,9 @@ def run(args) -> int:
             wall_time_s=time.perf_counter() - start,
         )
         metrics["status"] = status
+        metrics.update(evidence_metrics(outcome))
+        if uncertainty is not None:
+            metrics.update(uncertainty.metrics)
         metrics.update(_pde_solves(outcome, previous))
         metrics["planned_gradient_memory"] = plan
         metrics["checkpoints_written"] = checkpointer.count
@@ -190,10 +199,11 @@ def run(args) -> int:
             ]
             metrics["iterations_this_run"] = outcome.result.iterations
             metrics["iterations"] = _last_iteration(outcome.history)
-        write_fit_folder(folder, experiment, outcome, metrics)
+        write_fit_folder(folder, experiment, outcome, metrics, uncertainty)
     summary = [f"run folder: {folder}", f"status: {status}"]
     for key in (f"{experiment.coefficient}_relative_error", "velocity_relative_error",
-                "data_misfit_per_datum", "iterations", "diffrax_check", "wall_time_s"):  # fmt: skip
+                "data_misfit_per_datum", "iterations", "diffrax_check", "log_evidence",
+                "effective_parameters", "coverage_2sigma", "wall_time_s"):  # fmt: skip
         if metrics.get(key) is not None:
             value = metrics[key]
             summary.append(f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}")
@@ -204,6 +214,30 @@ def run(args) -> int:
     return 0
 
 
+def _uncertainty(experiment, outcome, progress, folder, config, previous):
+    """The Laplace posterior of the fit (``uncertainty.enabled``); a failure fails the run."""
+    from ._uncertainty import compute_uncertainty
+
+    progress.message(
+        f"uncertainty: Laplace posterior, {config['uncertainty']['method']} eigensolver"
+    )
+    try:
+        uncertainty = compute_uncertainty(experiment, outcome)
+    except ValueError as err:
+        _write_failed(folder, config, err, previous)
+        raise ConfigError(str(err)) from None
+    except Exception as err:
+        _write_failed(folder, config, err, previous)
+        raise
+    info = uncertainty.metrics["uncertainty"]
+    progress.message(
+        f"uncertainty: {info['hessian_products']} Hessian-vector products "
+        f"({info['hessian_kind']}), {info['eigenvalues_above_1']} eigenvalues above 1, "
+        f"{info['time_s']:.1f} s"
+    )
+    return uncertainty
+
+
 def _pde_solves(outcome, previous) -> dict:
     """``pde_solves`` (forward + adjoint + tangent) and its parts, all stages of the fit.
 
@@ -212,6 +246,8 @@ def _pde_solves(outcome, previous) -> dict:
     the solves of the runs before it.
     """
     results = [outcome.result] if outcome.morozov is None else list(outcome.morozov.results)
+    if outcome.evidence is not None:
+        results = list(outcome.evidence.results)
     kinds = {"forward": 0, "adjoint": 0, "tangent": 0}
     for result in results:
         for kind in kinds:

@@ -322,7 +322,8 @@ def _draw_sensor_series(result, path, times, observed, predicted, label):
 
 
 def draw_figures(folder) -> list[Path]:
-    """(Re)draw kappa.png, convergence.png and fit.png of a run folder."""
+    """(Re)draw kappa.png, convergence.png and fit.png of a run folder (and, with the
+    Laplace posterior in result.npz, uncertainty.png and spectrum.png)."""
     folder = Path(folder)
     if not (folder / "result.npz").is_file():
         raise FileNotFoundError(f"{folder} is not a run folder: result.npz not found")
@@ -341,6 +342,20 @@ def draw_figures(folder) -> list[Path]:
             continue
         draw(result, folder / name)
         paths.append(folder / name)
+    if "posterior_std_field" in result:
+        from ._uncertainty import (
+            SPECTRUM_FIGURE,
+            UNCERTAINTY_FIGURE,
+            draw_spectrum,
+            draw_uncertainty,
+        )
+
+        for name, draw in (
+            (UNCERTAINTY_FIGURE, draw_uncertainty),
+            (SPECTRUM_FIGURE, draw_spectrum),
+        ):
+            draw(result, folder / name)
+            paths.append(folder / name)
     return paths
 
 

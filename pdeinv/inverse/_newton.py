@@ -31,7 +31,7 @@ import numpy as np
 
 from ._optimize import (
     OptimizeResult,
-    _first_message,
+    _evaluate_start,
     _Interrupted,
     _is_solver_failure,
     _normalize_bounds,
@@ -340,20 +340,7 @@ def _newton_cg(linearize, x0, dtype, options: NewtonCG, history, counter, stop):
             return None
         return value, misfit, grad, hvp
 
-    try:
-        value, misfit, grad, hvp = evaluate(x)
-    except _Interrupted:
-        raise
-    except Exception as err:
-        if not _is_solver_failure(err):
-            raise
-        raise RuntimeError(
-            "the forward solve fails at the starting point: " + _first_message(err)
-        ) from err
-    if not (np.isfinite(value) and np.all(np.isfinite(grad))):
-        raise RuntimeError(
-            f"the objective or its gradient is not finite at the starting point (objective {value})"
-        )
+    value, misfit, grad, hvp = _evaluate_start(evaluate, x)
     history.record(0, value, grad, misfit, 0.0, x)
 
     def product(v):

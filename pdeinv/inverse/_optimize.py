@@ -173,20 +173,25 @@ def _evaluate_trial(evaluate, x, like):
 
 
 def _evaluate_start(evaluate, x):
-    """The starting point must evaluate: there is nothing to step back to."""
+    """``evaluate(x)``, ``(value, misfit, grad, ...)``, which must succeed at the starting point.
+
+    There is nothing to step back to: a failed solve or a non-finite value or
+    gradient raises a ``RuntimeError``.
+    """
     try:
-        value, misfit, grad = evaluate(x)
+        out = evaluate(x)
     except Exception as err:
         if not _is_solver_failure(err):
             raise
         raise RuntimeError(
             "the forward solve fails at the starting point: " + _first_message(err)
         ) from err
+    value, grad = out[0], out[2]
     if not np.isfinite(value) or not np.all(np.isfinite(grad)):
         raise RuntimeError(
             f"the objective or its gradient is not finite at the starting point (objective {value})"
         )
-    return value, misfit, grad
+    return out
 
 
 def _is_solver_failure(err: Exception) -> bool:

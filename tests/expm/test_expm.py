@@ -89,7 +89,10 @@ def test_symmetric_diffusion_lanczos(stiffness, tol):
 
 
 @pytest.mark.parametrize("stiffness", [1.0, 1e3])
-@pytest.mark.parametrize("tol", [1e-10, 1e-5])
+@pytest.mark.parametrize(
+    "tol",
+    [pytest.param(1e-10, marks=pytest.mark.slow), 1e-5],  # ~11 s: lanczos covers 1e-10
+)
 def test_symmetric_diffusion_arnoldi(stiffness, tol):
     params, v = diffusion_problem(40, stiffness, seed=2)
     check_against_reference(diffusion_matvec, params, v, 1.0, "arnoldi", tol)
@@ -486,6 +489,7 @@ def test_trajectory_check_falls_back_to_the_rebuilt_basis(monkeypatch):
         assert rel(batched["log_kappa"][i], single["log_kappa"]) < 1e-10
 
 
+@pytest.mark.slow  # ~15 s; test_forward_mode's batched-gradient test covers vmap of grad
 def test_vmap_of_grad_over_start_vectors():
     params, v = diffusion_problem(20, 100.0)
     vs = jnp.stack([v, jnp.roll(v, 5), -2 * v])

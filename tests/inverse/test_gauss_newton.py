@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_problem import rk4
 
 from pdeinv.discretize import grid
 from pdeinv.inverse import (
@@ -39,23 +40,7 @@ def tiny_heat(n=N):
     return Model("heat", space, matvec, {"log_kappa": jnp.zeros(n)}, u0, symmetric=True)
 
 
-def rk4_forward(model, params, times, **_):
-    """Fixed-step RK4: an independent, differentiable stand-in for expm_multiply."""
-    f = lambda u: model.matvec(u, params)  # noqa: E731
-
-    def step(u, _):
-        k1 = f(u)
-        k2 = f(u + 0.5 * DT * k1)
-        k3 = f(u + 0.5 * DT * k2)
-        k4 = f(u + DT * k3)
-        return u + DT / 6 * (k1 + 2 * k2 + 2 * k3 + k4), None
-
-    states, u, t_now = [], model.u0, 0.0
-    for t in np.asarray(times, dtype=float):
-        u, _ = jax.lax.scan(step, u, None, length=int(round((t - t_now) / DT)))
-        states.append(u)
-        t_now = t
-    return jnp.stack(states)
+rk4_forward = rk4(DT)
 
 
 @functools.lru_cache(maxsize=8)  # one problem (and its compiled functions) per module
@@ -169,6 +154,7 @@ def test_multi_experiment_residual_and_solve_costs():
     assert costs["hvp"] == {"tangent": 2, "adjoint": 2}
 
 
+@pytest.mark.slow  # ~38 s; the RK4 tests check the operator, tests/expm the JVP itself
 def test_multi_experiment_gauss_newton_is_the_hessian_at_zero_residual():
     # Through pdeinv.expm_multiply (forward mode): data = predictions at m, so the
     # Gauss-Newton Hessian is the Hessian of the objective; the reference is a central

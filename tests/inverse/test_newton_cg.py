@@ -262,17 +262,24 @@ def test_pde_solves_of_a_fit_add_up_stages_and_resumes():
         solves = {"forward": forward, "adjoint": adjoint, "tangent": tangent}
         return SimpleNamespace(pde_solves={**solves, "total": forward + adjoint + tangent})
 
-    single = SimpleNamespace(result=result(3, 3), morozov=None)
+    single = SimpleNamespace(result=result(3, 3), morozov=None, evidence=None)
     assert _pde_solves(single, None) == {
         "pde_solves": 6, "pde_solves_by_kind": {"forward": 3, "adjoint": 3, "tangent": 0}
     }  # fmt: skip
     sweep = SimpleNamespace(
-        result=result(2, 5, 4), morozov=SimpleNamespace(results=(result(3, 3), result(2, 5, 4)))
+        result=result(2, 5, 4),
+        morozov=SimpleNamespace(results=(result(3, 3), result(2, 5, 4))),
+        evidence=None,
     )
     previous = {"metrics": {"pde_solves_by_kind": {"forward": 1, "adjoint": 1, "tangent": 0}}}
     out = _pde_solves(sweep, previous)
     assert out["pde_solves_by_kind"] == {"forward": 6, "adjoint": 9, "tangent": 4}
     assert out["pde_solves"] == 19
+    # An evidence sweep counts every weight's fit.
+    evidence = SimpleNamespace(
+        result=result(1, 1), morozov=None, evidence=SimpleNamespace(results=(result(2, 2),) * 3)
+    )
+    assert _pde_solves(evidence, None)["pde_solves"] == 12
 
 
 @pytest.mark.parametrize(

@@ -52,24 +52,31 @@ def heat_model(n=N):
 DT = 1e-4  # RK4 step: stable for kappa <= e^3 on this grid (the bounds below)
 
 
-def dense_forward(model, params, times, **_):
-    """Small-problem stand-in for expm_multiply: fixed-step RK4 (cheap to differentiate)."""
-    f = lambda u: model.matvec(u, params)  # noqa: E731
+def rk4(dt):
+    """Fixed-step RK4 ``forward(model, params, times)``: a cheap, differentiable stand-in
+    for expm_multiply on small problems (``dt`` must resolve the stiffest mode)."""
 
-    def step(u, _):
-        k1 = f(u)
-        k2 = f(u + 0.5 * DT * k1)
-        k3 = f(u + 0.5 * DT * k2)
-        k4 = f(u + DT * k3)
-        return u + DT / 6 * (k1 + 2 * k2 + 2 * k3 + k4), None
+    def forward(model, params, times, **_):
+        f = lambda u: model.matvec(u, params)  # noqa: E731
 
-    states, u, t_now = [], model.u0, 0.0
-    for t in np.asarray(times, dtype=float):
-        num = int(round((t - t_now) / DT))
-        u, _ = jax.lax.scan(step, u, None, length=num)
-        states.append(u)
-        t_now = t
-    return jnp.stack(states)
+        def step(u, _):
+            k1 = f(u)
+            k2 = f(u + 0.5 * dt * k1)
+            k3 = f(u + 0.5 * dt * k2)
+            k4 = f(u + dt * k3)
+            return u + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4), None
+
+        states, u, t_now = [], model.u0, 0.0
+        for t in np.asarray(times, dtype=float):
+            u, _ = jax.lax.scan(step, u, None, length=int(round((t - t_now) / dt)))
+            states.append(u)
+            t_now = t
+        return jnp.stack(states)
+
+    return forward
+
+
+dense_forward = rk4(DT)
 
 
 def make_problem(level=0.0, weight=1e-4, sensors=False):

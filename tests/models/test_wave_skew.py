@@ -60,7 +60,7 @@ def _dense(model, params):
     "form, bc",
     [
         ("nondivergence", "neumann"),  # the seed paper's case study
-        ("divergence", "dirichlet"),
+        pytest.param("divergence", "dirichlet", marks=pytest.mark.slow),  # ~10 s
         pytest.param("divergence", "neumann", marks=pytest.mark.slow),
         pytest.param("nondivergence", "dirichlet", marks=pytest.mark.slow),
     ],

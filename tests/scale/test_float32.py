@@ -56,7 +56,7 @@ def reference():
     ("dtype", "method"),
     [
         ("float32", "lanczos"),
-        ("float32", "arnoldi"),
+        pytest.param("float32", "arnoldi", marks=pytest.mark.slow),  # ~10 s; lanczos by default
         pytest.param("float64", "lanczos", marks=pytest.mark.slow),  # the comparison row
     ],
 )

@@ -43,7 +43,7 @@ import numpy as np
 import scipy.linalg
 
 from ._optimize import IterationInfo, OptimizeResult
-from ._problem import fit
+from ._problem import warm_started_fits
 
 METHODS = ("randomized", "lanczos")
 MAX_DENSE_UNKNOWNS = 8000  # the prior is a dense (n, n) matrix: 8000^2 doubles = 512 MB
@@ -815,17 +815,13 @@ def fit_evidence(
             "(regularization.kind h1, tikhonov, bilaplacian or none), not total variation"
         )
     options = dict(posterior_options or {})
-    x = x0
     tried, evidences, misfits, results, posteriors = [], [], [], [], []
-    for w in weights:
-        if on_weight is not None:
-            on_weight(float(w))
-        result = fit(
-            problem, x, optimizer, weight=float(w), callback=callback, stop=stop,
-            checkpoint=checkpoint,
-        )  # fmt: skip
-        x = result.x
-        tried.append(float(w))
+    sweep = warm_started_fits(
+        problem, x0, weights, optimizer,
+        callback=callback, on_weight=on_weight, stop=stop, checkpoint=checkpoint,
+    )  # fmt: skip
+    for w, result in sweep:
+        tried.append(w)
         misfits.append(result.misfit)
         results.append(result)
         if result.status == 3:  # interrupted: no posterior for a half-finished fit

@@ -365,6 +365,25 @@ class MorozovResult(NamedTuple):
     results: tuple = ()
 
 
+def warm_started_fits(problem, x0, weights, optimizer=None, *, callback=None, on_weight=None,
+                      stop=None, checkpoint=None):  # fmt: skip
+    """Yield ``(weight, result)`` of a fit at each weight in turn, each warm-started from the last.
+
+    The regularisation-weight sweeps (Morozov's principle here, the Laplace
+    evidence in :mod:`._laplace`) decide when to stop by leaving the loop.
+    """
+    x = x0
+    for w in weights:
+        if on_weight is not None:
+            on_weight(float(w))
+        result = fit(
+            problem, x, optimizer, weight=float(w), callback=callback, stop=stop,
+            checkpoint=checkpoint,
+        )  # fmt: skip
+        x = result.x
+        yield float(w), result
+
+
 def fit_morozov(
     problem: InverseProblem,
     x0,
@@ -391,19 +410,15 @@ def fit_morozov(
     if tau <= 0:
         raise ValueError(f"regularization.morozov_tau must be > 0, got {tau}")
     target = tau * problem.num_observations / 2.0
-    x = x0
     tried, misfits, results = [], [], []
-    for w in weights:
-        if on_weight is not None:
-            on_weight(float(w))
-        result = fit(
-            problem, x, optimizer, weight=float(w), callback=callback, stop=stop,
-            checkpoint=checkpoint,
-        )  # fmt: skip
-        tried.append(float(w))
+    sweep = warm_started_fits(
+        problem, x0, weights, optimizer,
+        callback=callback, on_weight=on_weight, stop=stop, checkpoint=checkpoint,
+    )  # fmt: skip
+    for w, result in sweep:
+        tried.append(w)
         misfits.append(result.misfit)
         results.append(result)
-        x = result.x
         if result.misfit <= target or result.status == 3:
             break
     return MorozovResult(

@@ -25,10 +25,6 @@ import jax
 import jax.numpy as jnp
 from jax.interpreters import ad, batching
 
-try:  # jax >= 0.4.36 linearizes directly; the tracer type is not re-exported
-    from jax._src.interpreters.ad import LinearizeTracer as _LinearizeTracer
-except ImportError:  # pragma: no cover
-    _LinearizeTracer = ad.JVPTracer
 from ._expm import (
     _backward_discrete,
     _backward_two_sided,
@@ -49,40 +45,12 @@ def expm_core(cfg: _Config, matvec, v, params, ts, tol):
 def _expm_core_jvp(cfg, matvec, primals, tangents):
     v, params, ts, tol = primals
     dv, dparams, dts, _ = tangents
-    _refuse_second_order(primals)
     ys, stats, recorded = _forward(cfg, matvec, v, params, ts, tol, record=True)
     stats = _stats_as_floats(stats, v.dtype)
     (dys,) = eqxi.filter_primitive_bind(
         _tangent_p, cfg, matvec, (v, params, ts, tol, ys, recorded), (dv, dparams, dts)
     )
     return (ys, stats), (dys, jax.tree_util.tree_map(jnp.zeros_like, stats))
-
-
-def _refuse_second_order(primals):
-    """NotImplementedError when the rule itself is being differentiated (second order).
-
-    The rule's forward and adjoint sweeps are adaptive loops over small-matrix
-    kernels with custom reverse rules of their own; differentiating them again
-    would be the derivative of the algorithm, not of ``exp(tA) v`` (and JAX
-    refuses or compiles for minutes).  Gauss–Newton Hessians need first
-    derivatives only (see docs/design.md#forward-mode).
-    """
-    if any(_differentiated(x) for x in jax.tree_util.tree_leaves(primals)):
-        raise NotImplementedError(
-            "expm_multiply: second derivatives (jax.jvp of jax.grad, jax.grad of jax.jvp, "
-            "jax.hessian, jacfwd of jacfwd) are not supported; its first derivatives in either "
-            "mode are; for Newton-type methods use Gauss-Newton Hessian-vector products "
-            "(J^T J v from one jax.jvp and one jax.vjp)"
-        )
-
-
-def _differentiated(x) -> bool:
-    """Whether ``x`` carries a JVP/linearize tracer, possibly under ``vmap`` tracers."""
-    while isinstance(x, jax.core.Tracer):
-        if isinstance(x, (ad.JVPTracer, _LinearizeTracer)):
-            return True
-        x = getattr(x, "val", None)  # a batching tracer wraps the value of the level below
-    return False
 
 
 # ---------------------------------------------------------------------------
@@ -207,7 +175,7 @@ def _jvp(primals, tangents):
     need first derivatives only.
     """
     raise NotImplementedError(
-        "expm_multiply: forward mode over forward mode (jax.jacfwd of jax.jacfwd, jax.hessian) is "
+        "expm_multiply: forward mode over forward mode (jax.jacfwd of jax.jacfwd) is "
         "not supported; first derivatives are, in both modes, and jax.jvp of jax.grad (a "
         "Hessian-vector product) works for method='lanczos'"
     )

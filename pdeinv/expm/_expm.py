@@ -582,12 +582,27 @@ def _backward_two_sided(cfg: _Config, matvec, params, saved, g, tol):
             u_j, replay = state_at(j, replay)
             basis_f, pieces_f = rebuilt(j, u_j)
 
+        if cfg.skew:
+            # For oscillatory (skew) operators the quadrature matrix has nearly
+            # full rank (the trajectory rotates through the whole Krylov space:
+            # measured on the 64^2 wave, every sub-step above k/2), so no
+            # low-rank pairs: the sub-steps accumulate sum M V_b, a (k, n) block
+            # over the step's forward basis, and the step ends with one batch of
+            # k VJPs, however many sub-steps the adjoint took.  Chosen per
+            # method, not per sub-step: under vmap a data-dependent choice
+            # would run both.
+            def cotangent(m, basis_b, rows):
+                return None, rows + m @ basis_b
+
+            def finish(rows):
+                return params_cotangent(matvec, params, basis_f, rows)
+
+            return _propagator(cfg, pieces_f), cotangent, finish, replay, jnp.zeros_like(basis_f)
+
         def cotangent(m, basis_b, aux):
-            if cfg.skew:
-                return _full_rank_cotangent(matvec, params, m, basis_f, basis_b), aux
             return _low_rank_cotangent(matvec, params, m, basis_f, basis_b, rank_tol), aux
 
-        return _propagator(cfg, pieces_f), cotangent, replay, aux
+        return _propagator(cfg, pieces_f), cotangent, None, replay, aux
 
     def from_trajectory(j, replay, aux):
         """Forward side of step ``j`` from its stored trajectory basis ``U = Q^T V``.
@@ -638,7 +653,7 @@ def _backward_two_sided(cfg: _Config, matvec, params, saved, g, tol):
             )
             return _add(grad, full), aux
 
-        return _propagator(cfg, tuple(pieces_f)), cotangent, replay, aux
+        return _propagator(cfg, tuple(pieces_f)), cotangent, None, replay, aux
 
     def sweep(carry, lower, forward_side, aux):
         """Steps ``carry[0] - 1`` down to ``lower``, their forward sides from ``forward_side``."""
@@ -648,7 +663,7 @@ def _backward_two_sided(cfg: _Config, matvec, params, saved, g, tol):
             j, lam, grad, sigma_suggest, failed, replay = carry
             j = j - 1
             tau = taus[j].astype(dtype)
-            prop_f, cotangent, replay, aux = forward_side(j, replay, aux)
+            prop_f, cotangent, finish, replay, step_aux = forward_side(j, replay, aux)
 
             def sub_cond(c):
                 return (c[0] > 0) & ~c[4]
@@ -671,7 +686,8 @@ def _backward_two_sided(cfg: _Config, matvec, params, saved, g, tol):
                 c_start = prop_f.beta * prop_f.exp_times(s_start)
                 m, lam_coef = two_sided_block(prop_f, prop_b, c_start, sigma)
                 delta, aux = cotangent(m, basis_b, aux)
-                grad = _add(grad, delta)
+                if delta is not None:
+                    grad = _add(grad, delta)
                 lam = prop_b.beta * (lam_coef @ basis_b)
                 clipped = reached & (trials == 0)
                 sigma_suggest = jnp.where(
@@ -679,9 +695,13 @@ def _backward_two_sided(cfg: _Config, matvec, params, saved, g, tol):
                 )
                 return s_start, lam, grad, sigma_suggest, bad | ~ok, aux
 
-            _, lam, grad, sigma_suggest, bad, aux = lax.while_loop(
-                sub_cond, sub_body, (tau, lam, grad, sigma_suggest, failed, aux)
+            _, lam, grad, sigma_suggest, bad, step_aux = lax.while_loop(
+                sub_cond, sub_body, (tau, lam, grad, sigma_suggest, failed, step_aux)
             )
+            if finish is None:
+                aux = step_aux
+            else:
+                grad = _add(grad, finish(step_aux))
             lam = lam + _output_cotangent(out_step, g, j)
             return (j, lam, grad, sigma_suggest, bad, replay), aux
 
@@ -725,18 +745,6 @@ def _low_rank_cotangent(matvec, params, m, basis_f, basis_b, rank_tol):
     """
     left, right, keep = _singular_pairs(m, rank_tol)
     return params_cotangent_low_rank(matvec, params, left, basis_f, right, basis_b, keep)
-
-
-def _full_rank_cotangent(matvec, params, m, basis_f, basis_b):
-    """``sum_p d<(M V_b)_p, A V_f e_p>/dparams``: one product and ``k`` batched VJPs.
-
-    For oscillatory (skew) operators the quadrature matrix has nearly full
-    rank (the trajectory rotates through the whole Krylov space: measured on
-    the 64^2 wave, every sub-step above k/2), and forming ``k`` pairs of basis
-    combinations costs more than one product ``M V_b``.  Chosen per method, not
-    per sub-step: under ``vmap`` a data-dependent choice would run both.
-    """
-    return params_cotangent(matvec, params, basis_f, m @ basis_b)
 
 
 def _singular_pairs(m, rank_tol):

@@ -217,11 +217,13 @@ def params_cotangent_low_rank(
     return vjp.tree(float_bars)
 
 
-_PARAMS_CHUNK = 16
-# Chunk of the count-limited loop: one pair at a time, since typically only 2-4
-# pairs count and a batched VJP of a stencil matvec costs more per pair than
-# single ones on XLA:CPU (measured on 128^2 heat: 1 pair 53 us, 2 pairs 200 us,
-# 4 pairs 257 us).
+# Vectors per VJP of matvec in the cotangent sums: one at a time.  A VJP of a
+# stencil matvec batched over several vectors costs more per vector than single
+# ones on XLA:CPU (its batch reductions): measured with k = 30 pairs on the
+# 128^2 wave's velocity-stress operator, 6.4 ms one at a time against 24-26 ms
+# in chunks of 5-15 and 43 ms all at once; even at 32^2 and 64^2; on 128^2
+# heat, 1 pair 53 us, 2 pairs 200 us, 4 pairs 257 us.
+_PARAMS_CHUNK = 1
 _COUNT_CHUNK = 1
 
 

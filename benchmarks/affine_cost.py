@@ -23,7 +23,10 @@ import time
 
 import jax
 
+import pdeinv
+
 jax.config.update("jax_enable_x64", True)
+pdeinv.limit_blas_threads()  # see pdeinv/_threads.py
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402

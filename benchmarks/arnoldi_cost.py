@@ -22,7 +22,10 @@ import time
 
 import jax
 
+import pdeinv
+
 jax.config.update("jax_enable_x64", True)  # a script may; the library never does
+pdeinv.limit_blas_threads()  # see pdeinv/_threads.py
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402

@@ -32,7 +32,10 @@ from pathlib import Path
 
 import jax
 
+import pdeinv
+
 jax.config.update("jax_enable_x64", True)
+pdeinv.limit_blas_threads()  # see pdeinv/_threads.py
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402

@@ -40,6 +40,9 @@ def main(argv=None) -> int:
     import jax
 
     jax.config.update("jax_enable_x64", True)
+    import pdeinv
+
+    pdeinv.limit_blas_threads()  # see pdeinv/_threads.py
     from pdeinv.cli._compare import problem_from_config
     from pdeinv.cli._config import load_config
     from pdeinv.reference._compare import (

@@ -22,6 +22,7 @@ from . import krylov as krylov
 from . import models as models
 from . import reference as reference
 from . import report as report
+from ._threads import limit_blas_threads as limit_blas_threads
 from .expm import ExpmStats as ExpmStats
 from .expm import augment_affine as augment_affine
 from .expm import expm_multiply as expm_multiply

@@ -8,7 +8,11 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
+import pdeinv  # noqa: E402
+
 jax.config.update("jax_enable_x64", True)
+# One BLAS thread, as the CLI sets it (see pdeinv/_threads.py).
+pdeinv.limit_blas_threads(1)
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+from .._threads import limit_blas_threads
 from ._config import ConfigError, load_config
 
 
@@ -32,10 +33,13 @@ def add_config_arguments(parser, *, overrides: bool = True) -> None:
 
 
 def configure_jax(config: dict) -> None:
-    """Precision of the run: the CLI (never the library) flips JAX's x64 flag."""
+    """Precision and threads of the run: the CLI (never the library) sets them."""
     import jax
 
     jax.config.update("jax_enable_x64", config["precision"] == "float64")
+    # One BLAS thread: XLA already uses the cores, and the integrator's small
+    # LAPACK kernels slow down ~100x under competing BLAS threads (pdeinv._threads).
+    limit_blas_threads(1)
 
 
 def prepare(args) -> dict:

@@ -33,6 +33,7 @@ import dataclasses
 import functools
 import logging
 import re
+import warnings
 from typing import Any, NamedTuple
 
 import equinox as eqx
@@ -41,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from .._threads import SLOW_KRYLOV_DIM, blas_threads
 from ..krylov._arnoldi import arnoldi_process
 from ..krylov._common import (
     check_finite,
@@ -918,6 +920,7 @@ def _prepare(
     if method == "affine-lanczos":
         _check_augmented(matvec, v, params)
     k = int(min(krylov_dim, n))
+    _warn_blas_threads(k)
     slots = rank = 0
     # Oscillatory (skew) trajectories are never of low rank: no trajectory bases.
     # The bordered affine projection has no eigenbasis shortcut for the samples
@@ -946,6 +949,20 @@ def _prepare(
         trajectory_rank=rank,
     )
     return cfg, v, ts, jnp.asarray(tol, v.dtype), scalar_t, params
+
+
+def _warn_blas_threads(k: int) -> None:
+    """Warn when ``k x k`` LAPACK kernels will run under oversubscribed BLAS threads."""
+    if k < SLOW_KRYLOV_DIM or jax.default_backend() != "cpu" or blas_threads() == 1:
+        return
+    warnings.warn(
+        f"expm_multiply: krylov_dim={k} on CPU with {blas_threads()} BLAS threads: the "
+        "small eigendecompositions and SVDs of the projected matrices run about 100x slower "
+        "while BLAS threads compete with XLA's; call pdeinv.limit_blas_threads() once (or "
+        "set OPENBLAS_NUM_THREADS=1) -- see docs/integrator.md#blas-threads",
+        RuntimeWarning,
+        stacklevel=4,
+    )
 
 
 # Compiled once per (config, matvec): a matvec passed as the same function object

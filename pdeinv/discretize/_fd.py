@@ -15,7 +15,7 @@ run on 1024^2 grids in float32 and float64.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -526,3 +526,129 @@ def face_gradient(space, bc="neumann", *, mean: str = "harmonic") -> FaceGradien
         return out
 
     return FaceGradient(difference, difference_transpose, weights, num_faces)
+
+
+class PaddedFaceGradient(NamedTuple):
+    """:func:`face_gradient` in a padded layout where nodes and faces share one shape.
+
+    Every field lives on the padded node shape ``P`` (``P_a = n_a`` on a
+    periodic axis, ``n_a + 1`` otherwise; the extra entries are padding and
+    stay zero).  Axis ``a``'s faces sit at ``i - 1/2`` for ``i = 0 .. P_a - 1``
+    (``i = 0`` and ``i = n_a`` are the boundary faces of a non-periodic axis,
+    ``i = 0`` the wrap-around face of a periodic one), so the differences are
+    shifts of one array, ``D_a x = x - shift(x, a)``, and ``G`` maps ``P``
+    to ``(dim, *P)``.  (On a non-periodic axis the shift is zero-filled: the
+    same map for fields that vanish on the padding.)  Faces that carry no
+    flux (Neumann sides, padding) have weight zero; a Dirichlet face's weight
+    absorbs the factor 2 of its ghost rule.  ``G^T G`` equals that of
+    :func:`face_gradient` on the nodes.
+
+    On XLA:CPU the one-shape layout runs the wave's velocity-stress operator
+    ~2x faster than the flat face vector of :func:`face_gradient` (measured on
+    128^2: 0.05 ms against 0.11 ms per matvec): every operation is an
+    elementwise op or a shift on arrays of one shape, which fuse.
+
+    Attributes
+    ----------
+    shape
+        The padded shape ``P``.
+    mask
+        ``(*P,)`` float array: 1 on the nodes, 0 on the padding.
+    pad, unpad
+        ``(num_nodes,) -> (*P,)`` (zeros on the padding) and back.
+    difference
+        ``(*P,) -> dim`` arrays ``(*P,)``: the unweighted jumps ``D_a x`` of
+        every axis, for ``x`` zero on the padding.
+    difference_transpose
+        ``dim`` arrays (or one ``(dim, *P)`` array) ``-> (*P,)``: its transpose
+        (not masked: multiply by ``mask``, or by a field that is zero on the
+        padding).
+    weights
+        ``weights(kappa) -> (dim, *P)`` face weights (``kappa`` nodal or scalar).
+    """
+
+    shape: tuple
+    mask: Any
+    pad: Callable
+    unpad: Callable
+    difference: Callable
+    difference_transpose: Callable
+    weights: Callable
+
+
+def padded_face_gradient(space, bc="neumann", *, mean: str = "harmonic") -> PaddedFaceGradient:
+    """The weighted face differences of :func:`face_gradient` in the padded layout.
+
+    Parameters
+    ----------
+    space
+        A :class:`~pdeinv.discretize.Grid`.
+    bc
+        Homogeneous boundary conditions.
+    mean
+        Face mean of ``kappa``, as in :func:`diffusion_matvec`.
+
+    Returns
+    -------
+    PaddedFaceGradient
+    """
+    g = as_grid(space)
+    bcs = boundary_conditions(g, bc)
+    _check_choice(mean, MEANS, "mean")
+    if not bcs.homogeneous:
+        raise ValueError("padded_face_gradient: bc must be homogeneous (zero boundary data)")
+    shape = tuple(g.shape)
+    periodic = [bcs.sides[a][0].kind == "periodic" for a in range(g.dim)]
+    padded = tuple(n if p else n + 1 for n, p in zip(shape, periodic, strict=True))
+    widths = [(0, p - n) for n, p in zip(shape, padded, strict=True)]
+    valid = tuple(slice(0, n) for n in shape)
+    mask = np.zeros(padded)
+    mask[valid] = 1.0
+
+    def pad(u):
+        return jnp.pad(u.reshape(shape), widths)
+
+    def unpad(x):
+        return x[valid].reshape(-1)
+
+    def shift(x, a, step):
+        """``y[i] = x[i - step]`` along ``a`` (``step = +-1``): cyclic on a periodic
+        axis, zero-filled otherwise (there the padding closes the cycle).  Static
+        slices: ``jnp.roll`` ran 2x slower on XLA:CPU."""
+        m = x.shape[a]
+        head, tail = (m - 1, m) if step == 1 else (0, 1)
+        body = (0, m - 1) if step == 1 else (1, m)
+        fill = _slice(x, *(head, tail), a) if periodic[a] else jnp.zeros_like(_slice(x, 0, 1, a))
+        parts = [fill, _slice(x, *body, a)] if step == 1 else [_slice(x, *body, a), fill]
+        return jnp.concatenate(parts, axis=a)
+
+    def difference(x):
+        return tuple(x - shift(x, a, 1) for a in range(g.dim))
+
+    def difference_transpose(f):
+        return sum(f[a] - shift(f[a], a, -1) for a in range(g.dim))
+
+    def weights(kappa):
+        K = jnp.broadcast_to(_as_field(kappa, shape, "kappa"), shape)
+        K = jnp.pad(K, widths, mode="edge")  # finite means on the padding (masked below)
+        out = []
+        for a in range(g.dim):
+            n, h, pair = shape[a], g.spacing[a], bcs.sides[a]
+            w = jnp.sqrt(_face_mean(jnp.roll(K, 1, axis=a), K, mean)) / h
+            if not periodic[a]:
+                index = np.arange(padded[a]).reshape([-1 if b == a else 1 for b in range(g.dim)])
+                edge = jnp.sqrt(2.0 * K) / h  # Dirichlet: sqrt(kappa_edge / 2) * 2 / h
+                low = edge if pair[0].kind == "dirichlet" else jnp.zeros_like(edge)
+                high = jnp.roll(edge, 1, axis=a) if pair[1].kind == "dirichlet" else 0.0 * edge
+                w = jnp.where(index == 0, low, jnp.where(index == n, high, w))
+            # Faces of axis a exist at every index along a, at node indices elsewhere.
+            other = np.ones(padded)
+            for b in range(g.dim):
+                if b != a:
+                    other *= mask.max(axis=tuple(c for c in range(g.dim) if c != b), keepdims=True)
+            out.append(w * other)
+        return jnp.stack(out)
+
+    return PaddedFaceGradient(
+        padded, jnp.asarray(mask), pad, unpad, difference, difference_transpose, weights
+    )

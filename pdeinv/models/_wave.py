@@ -11,7 +11,7 @@ from ..discretize._fd import (
     diffusion_matvec,
     diffusion_norm_bound,
     diffusion_source,
-    face_gradient,
+    padded_face_gradient,
 )
 from ..discretize._grid import as_grid, boundary_conditions
 from ._common import nodal_field
@@ -158,25 +158,35 @@ def _skew_form(g, bcs, form, mean, speed_squared) -> KrylovForm:
 
     Coefficients: the face weights of ``G(c^2)`` (divergence form, ``s = 1``), or
     the nodal speed ``c`` (non-divergence form, ``B = G(1) C``, ``s = c``).
+    ``x`` is stored in the padded layout of
+    :func:`~pdeinv.discretize.padded_face_gradient` (``u / s`` and the ``dim``
+    face fields on one padded grid shape ``P``, ``(1 + dim) prod(P)`` entries, zero
+    on the padding), where the operator runs ~2x faster on CPU than on the flat
+    face vector.  The ``scale`` coefficient is zero on the padding, which keeps
+    it there.
     """
     n = g.num_nodes
-    grad = face_gradient(g, bcs, mean=mean)
+    grad = padded_face_gradient(g, bcs, mean=mean)
+    shape, dim = grad.shape, g.dim
+    size = int(np.prod(shape))
     unit_weights = grad.weights(1.0)
 
     def coefficients(params):
         c2 = speed_squared(params)
         if form == "divergence":
-            return {"weights": grad.weights(c2), "scale": jnp.ones((), c2.dtype)}
-        return {"weights": unit_weights.astype(c2.dtype), "scale": jnp.sqrt(c2)}
+            return {"weights": grad.weights(c2), "scale": grad.mask.astype(c2.dtype)}
+        return {"weights": unit_weights.astype(c2.dtype), "scale": grad.pad(jnp.sqrt(c2))}
 
     def apply_b(u, w):
-        return w["weights"] * grad.difference(w["scale"] * u)
+        jumps = grad.difference(w["scale"] * u)
+        return [w["weights"][a] * jumps[a] for a in range(dim)]
 
     def apply_bt(f, w):
-        return w["scale"] * grad.difference_transpose(w["weights"] * f)
+        return w["scale"] * grad.difference_transpose([w["weights"][a] * f[a] for a in range(dim)])
 
     def matvec(x, w):
-        return jnp.concatenate([-apply_bt(x[n:], w), apply_b(x[:n], w)])
+        x = x.reshape((1 + dim, *shape))
+        return jnp.stack([-apply_bt(x[1:], w), *apply_b(x[0], w)]).reshape(-1)
 
     def to_form(state, w):
         u, v = state[:n], state[n:]
@@ -186,13 +196,18 @@ def _skew_form(g, bcs, form, mean, speed_squared) -> KrylovForm:
             "wave model in skew form: the initial velocity must be zero "
             "(build it with formulation='first-order')",
         )
-        return jnp.concatenate([u / w["scale"], jnp.zeros(grad.num_faces, u.dtype)])
+        scale = grad.unpad(w["scale"])
+        return jnp.concatenate([grad.pad(u / scale).reshape(-1), jnp.zeros(dim * size, u.dtype)])
 
     def from_form(xs, w):
-        velocity = lambda f: -w["scale"] * apply_bt(f, w)  # noqa: E731
+        def state(x):
+            x = x.reshape((1 + dim, *shape))
+            velocity = -w["scale"] * apply_bt(x[1:], w)
+            return jnp.concatenate([grad.unpad(w["scale"] * x[0]), grad.unpad(velocity)])
+
         for _ in range(xs.ndim - 1):
-            velocity = jax.vmap(velocity)
-        return jnp.concatenate([w["scale"] * xs[..., :n], velocity(xs[..., n:])], axis=-1)
+            state = jax.vmap(state)
+        return state(xs)
 
     return KrylovForm(
         matvec=matvec,

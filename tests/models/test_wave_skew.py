@@ -9,7 +9,7 @@ import pytest
 import scipy.linalg as sl
 
 from pdeinv import discretize, models, reference
-from pdeinv.discretize._fd import face_gradient
+from pdeinv.discretize._fd import face_gradient, padded_face_gradient
 
 
 @pytest.mark.parametrize(
@@ -35,6 +35,35 @@ def test_face_gradient_is_a_square_root_of_the_diffusion_operator(shape, bc, mea
     assert float(f @ grad.gradient(u, kappa)) == pytest.approx(
         float(u @ grad.divergence(f, kappa)), abs=1e-11
     )
+
+
+@pytest.mark.parametrize(
+    "shape, bc, mean",
+    [
+        ((7,), "periodic", "arithmetic"),
+        ((6, 5), {"xmin": "dirichlet", "default": "neumann"}, "arithmetic"),
+        ((4, 3, 5), {"x": "periodic", "default": "dirichlet"}, "harmonic"),
+    ],
+)
+def test_padded_face_gradient_matches_the_flat_one(shape, bc, mean):
+    g = discretize.grid(shape)
+    padded = padded_face_gradient(g, bc, mean=mean)
+    diffusion = discretize.diffusion_matvec(g, bc, mean=mean)
+    rng = np.random.default_rng(1)
+    kappa = jnp.asarray(np.exp(rng.standard_normal(g.num_nodes)))
+    u = jnp.asarray(rng.standard_normal(g.num_nodes))
+    w = padded.weights(kappa)
+    gu = [w[a] * d for a, d in enumerate(padded.difference(padded.pad(u)))]
+    gtgu = padded.mask * padded.difference_transpose([w[a] * gu[a] for a in range(g.dim)])
+    np.testing.assert_allclose(padded.unpad(gtgu), -diffusion(u, kappa), atol=1e-11)
+    assert float(jnp.sum(jnp.abs(gtgu) * (1 - padded.mask))) == 0.0
+    # one nonzero weight per flux-carrying face of the flat layout
+    assert int(jnp.sum(w != 0)) == face_gradient(g, bc, mean=mean).num_faces
+    f = jnp.asarray(rng.standard_normal((g.dim, *padded.shape)))
+    x = padded.pad(u)
+    lhs = sum(float(jnp.sum(f[a] * d)) for a, d in enumerate(padded.difference(x)))
+    rhs = float(jnp.sum(x * padded.difference_transpose(f)))
+    assert lhs == pytest.approx(rhs, rel=1e-12)
 
 
 def test_face_gradient_refuses_boundary_data():

@@ -37,6 +37,7 @@ import warnings
 from typing import Any, NamedTuple
 
 import equinox as eqx
+import equinox.internal as eqxi
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -380,7 +381,11 @@ def _forward(cfg: _Config, matvec, v, params, ts, tol, record: bool):
                     )
             return new
 
-        carry = lax.while_loop(cond, body, carry)
+        # The per-step records are written once per step at index j: as equinox
+        # buffers they stay in-place scatters under vmap, where a plain
+        # while_loop with a batched predicate would select between old and new
+        # copies of every buffer on every step.
+        carry = eqxi.while_loop(cond, body, carry, kind="lax", buffers=_step_records)
         return carry, (carry["u"], carry["j"])
 
     carry, (ys, out_step) = lax.scan(advance_to, carry, ts)
@@ -426,6 +431,12 @@ def _forward(cfg: _Config, matvec, v, params, ts, tol, record: bool):
             carry["stride"],
         )
     return ys, stats, saved
+
+
+def _step_records(carry):
+    """The forward carry's per-step buffers (see ``advance_to`` in :func:`_forward`)."""
+    names = ("taus", "sizes", "bases", "pieces", "trajectory")
+    return [leaf for name in names if name in carry for leaf in jax.tree.leaves(carry[name])]
 
 
 def _pieces_buffers(count, k, dtype):

@@ -103,6 +103,51 @@ class ExpmStats(NamedTuple):
     error_estimate: Any
 
 
+class _Projection(NamedTuple):
+    """A step's Krylov decomposition without its basis: what its propagator needs."""
+
+    small: Any  # (k, k) projected matrix H, zero past `size`
+    norm: Any  # ||u|| of the start vector
+    residual_norm: Any  # ||r|| = h_{k+1,k}
+    size: Any  # dimension built (int32)
+
+
+class _ForwardRecord(NamedTuple):
+    """What the forward sweep keeps for the reverse (and tangent) sweeps."""
+
+    states: Any  # (checkpoints, n) step-start states, thinned by stride (see _keep_state)
+    step_sizes: Any  # (max_steps,) tau of every step
+    krylov_sizes: Any  # (max_steps,) Krylov dimension every step built
+    num_steps: Any  # steps taken
+    output_steps: Any  # (len(t),) steps taken when each output time was reached
+    # The checkpoint policy's own buffers: "bases": (bases, _Projection of buffers);
+    # "trajectory": the trajectory buffers of _keep_trajectory; "states": None.
+    policy_buffers: Any
+    stride: Any  # steps between kept states
+
+
+class _BackwardCarry(NamedTuple):
+    """State of the two-sided backward sweep between forward steps."""
+
+    j: Any  # steps not yet swept (the sweep is at the start of step j)
+    lam: Any  # adjoint state at that time
+    grad: Any  # parameter gradient accumulated so far (pytree like params)
+    sigma_suggest: Any  # step size the adjoint's controller suggests next
+    failed: Any  # no sub-step met the tolerance
+    replay: Any  # replayed states (see _reverse_states)
+
+
+class _SubStep(NamedTuple):
+    """State of the adjoint's sub-steps inside one forward step."""
+
+    s_end: Any  # the sub-step ends here (time from the forward step's start)
+    lam: Any
+    grad: Any
+    sigma_suggest: Any
+    failed: Any
+    step_state: Any  # the forward side's own state (see sweep)
+
+
 @dataclasses.dataclass(frozen=True)
 class _Config:
     method: str
@@ -119,7 +164,7 @@ class _Config:
     trajectory_rank: int = 0
 
     @property
-    def segment(self) -> int:
+    def replay_length(self) -> int:
         """Largest stride between kept states (a power of two), the replay buffer's size."""
         stride = 1
         while self.checkpoints * stride < self.max_steps:
@@ -168,14 +213,13 @@ class _Config:
 
 
 def _decompose(cfg: _Config, apply, u, stop=None):
-    """Krylov basis of ``u`` as ``(k, n)`` rows and the raw pieces of its propagator.
+    """Krylov basis of ``u`` as ``(k, n)`` rows and its :class:`_Projection`.
 
     ``stop(small, size, residual_norm) -> bool``, checked every ``cfg.chunk``
     steps, may end the process before ``krylov_dim`` (Krylov-size control);
-    the pieces are ``(small matrix, ||u||, ||residual||, size)``.
     """
-    basis, pieces, _ = _decompose_checked(cfg, apply, u, stop)
-    return basis, pieces
+    basis, projection, _ = _decompose_checked(cfg, apply, u, stop)
+    return basis, projection
 
 
 def _decompose_checked(cfg: _Config, apply, u, stop=None):
@@ -186,7 +230,8 @@ def _decompose_checked(cfg: _Config, apply, u, stop=None):
         (dec, skewness), size = iterate(process, u, k), jnp.asarray(k, jnp.int32)
     else:
         (dec, skewness), size = iterate_until(process, u, k, cfg.chunk, stop)
-    return dec.basis, (dec.small, dec.norm, jnp.linalg.norm(dec.residual), size), skewness
+    projection = _Projection(dec.small, dec.norm, jnp.linalg.norm(dec.residual), size)
+    return dec.basis, projection, skewness
 
 
 def make_process(cfg: _Config, apply):
@@ -200,8 +245,8 @@ def make_process(cfg: _Config, apply):
     return arnoldi_process(apply, reorthogonalize=cfg.reorthogonalize)
 
 
-def _propagator(cfg: _Config, pieces) -> KrylovPropagator:
-    small, beta, residual_norm, size = pieces
+def _propagator(cfg: _Config, projection: _Projection) -> KrylovPropagator:
+    small, beta, residual_norm, size = projection
     return KrylovPropagator(
         small, beta, residual_norm, symmetric=cfg.symmetric, skew=cfg.skew, size=size
     )
@@ -320,7 +365,7 @@ def _forward(cfg: _Config, matvec, v, params, ts, tol, record: bool):
         carry["sizes"] = jnp.zeros((cfg.max_steps,), jnp.int32)
         if cfg.checkpoint == "bases":
             carry["bases"] = jnp.zeros((cfg.max_steps, k, n), dtype)
-            carry["pieces"] = _pieces_buffers(cfg.max_steps, k, dtype)
+            carry["projections"] = _projection_buffers(cfg.max_steps, k, dtype)
         if cfg.trajectory_slots:
             slots, rank = cfg.trajectory_slots, cfg.trajectory_rank
             carry["trajectory"] = (
@@ -328,7 +373,7 @@ def _forward(cfg: _Config, matvec, v, params, ts, tol, record: bool):
                 jnp.zeros((slots, k, rank), dtype),
                 jnp.zeros((slots,), bool),
                 jnp.zeros((slots, n), dtype),
-                *_pieces_buffers(slots, k, dtype),
+                *_projection_buffers(slots, k, dtype),
             )
 
     def advance_to(carry, t_target):
@@ -340,8 +385,8 @@ def _forward(cfg: _Config, matvec, v, params, ts, tol, record: bool):
             tau_try = jnp.minimum(remaining, c["tau_suggest"]).astype(dtype)
             clipped = (remaining < c["tau_suggest"]) & (c["j"] > 0)
             stop = _stop_at_step(cfg, tau_try, tol_rate, clipped)
-            basis, pieces, skewness = _decompose_checked(cfg, apply, c["u"], stop)
-            prop = _propagator(cfg, pieces)
+            basis, projection, skewness = _decompose_checked(cfg, apply, c["u"], stop)
+            prop = _propagator(cfg, projection)
             tau, coef, err, tau_next, trials, ok = _largest_step(cfg, prop, tau_try, tol_rate)
             tau = tau.astype(ts.dtype)
             reached = tau >= remaining
@@ -356,18 +401,21 @@ def _forward(cfg: _Config, matvec, v, params, ts, tol, record: bool):
             ).astype(ts.dtype)
             new["j"] = c["j"] + 1
             new["rejected"] = c["rejected"] + trials
-            new["matvecs"] = c["matvecs"] + pieces[3]
+            new["matvecs"] = c["matvecs"] + projection.size
             new["err_sum"] = c["err_sum"] + err
             new["failed"] = ~ok
             new["skewness"] = jnp.maximum(c["skewness"], skewness)
             if record:
                 new["us"], new["stride"] = _keep_state(cfg, c["us"], c["stride"], c["j"], c["u"])
                 new["taus"] = c["taus"].at[c["j"]].set(tau)
-                new["sizes"] = c["sizes"].at[c["j"]].set(pieces[3])
+                new["sizes"] = c["sizes"].at[c["j"]].set(projection.size)
                 if cfg.checkpoint == "bases":
                     new["bases"] = c["bases"].at[c["j"]].set(basis)
-                    new["pieces"] = tuple(
-                        buf.at[c["j"]].set(x) for buf, x in zip(c["pieces"], pieces, strict=True)
+                    new["projections"] = _Projection(
+                        *(
+                            buf.at[c["j"]].set(x)
+                            for buf, x in zip(c["projections"], projection, strict=True)
+                        )
                     )
                 if cfg.trajectory_slots:
                     new["trajectory"] = _keep_trajectory(
@@ -375,7 +423,7 @@ def _forward(cfg: _Config, matvec, v, params, ts, tol, record: bool):
                         c["trajectory"],
                         c["j"],
                         c["u"],
-                        (basis, pieces, prop),
+                        (basis, projection, prop),
                         tau.astype(dtype),
                         tol * _TRAJECTORY_TOL,
                     )
@@ -416,32 +464,33 @@ def _forward(cfg: _Config, matvec, v, params, ts, tol, record: bool):
         "expm_multiply: no step size met the tolerance (the operator or the state is "
         "not finite, or tol is below what this precision can reach)",
     )
-    saved = None
+    recorded = None
     if record:
         if cfg.checkpoint == "bases":
-            stored = (carry["bases"], carry["pieces"])
+            policy_buffers = (carry["bases"], carry["projections"])
         else:
-            stored = carry.get("trajectory")
-        saved = (
-            carry["us"],
-            (carry["taus"], carry["sizes"]),
-            carry["j"],
-            out_step,
-            stored,
-            carry["stride"],
+            policy_buffers = carry.get("trajectory")
+        recorded = _ForwardRecord(
+            states=carry["us"],
+            step_sizes=carry["taus"],
+            krylov_sizes=carry["sizes"],
+            num_steps=carry["j"],
+            output_steps=out_step,
+            policy_buffers=policy_buffers,
+            stride=carry["stride"],
         )
-    return ys, stats, saved
+    return ys, stats, recorded
 
 
 def _step_records(carry):
     """The forward carry's per-step buffers (see ``advance_to`` in :func:`_forward`)."""
-    names = ("taus", "sizes", "bases", "pieces", "trajectory")
+    names = ("taus", "sizes", "bases", "projections", "trajectory")
     return [leaf for name in names if name in carry for leaf in jax.tree.leaves(carry[name])]
 
 
-def _pieces_buffers(count, k, dtype):
-    """Zero buffers for ``count`` decompositions' pieces (see :func:`_decompose`)."""
-    return (
+def _projection_buffers(count, k, dtype):
+    """A :class:`_Projection` of zero buffers for ``count`` decompositions."""
+    return _Projection(
         jnp.zeros((count, k, k), dtype),
         jnp.zeros((count,), dtype),
         jnp.zeros((count,), dtype),
@@ -461,7 +510,7 @@ def _keep_state(cfg: _Config, us, stride, j, u):
     doubles (so memory does not grow with ``max_steps``); the backward sweep
     replays the dropped steps from the kept ones (:func:`_reverse_states`).
     """
-    if cfg.segment == 1:  # room for every step: no thinning (and no copy of the buffer)
+    if cfg.replay_length == 1:  # room for every step: no thinning (and no copy of the buffer)
         return us.at[j].set(u), stride
     full = j == cfg.checkpoints * stride
 
@@ -487,7 +536,7 @@ def _keep_trajectory(cfg: _Config, buffers, j, u, decomposition, tau, fit_tol):
     dropped singular value above ``10 fit_tol``: oscillatory or rough states)
     is marked invalid and not projected; the backward sweep rebuilds its basis.
     """
-    basis, pieces, prop = decomposition
+    basis, projection, prop = decomposition
     rank, n, k = cfg.trajectory_rank, u.shape[0], cfg.krylov_dim
     dtype = u.dtype
 
@@ -501,54 +550,55 @@ def _keep_trajectory(cfg: _Config, buffers, j, u, decomposition, tau, fit_tol):
         return jnp.zeros((rank, n), dtype), jnp.zeros((k, rank), dtype), jnp.zeros((), bool)
 
     rows, q, valid = lax.cond(j < cfg.trajectory_slots, capture, skip, None)
-    values = (rows, q, valid, u, *pieces)
+    values = (rows, q, valid, u, *projection)
     return tuple(buf.at[j].set(x, mode="drop") for buf, x in zip(buffers, values, strict=True))
 
 
 def _advance(cfg: _Config, apply, u, tau, size):
     """One forward step of known length ``tau`` and Krylov size (as the forward sweep took it)."""
-    basis, pieces = _decompose(cfg, apply, u, _stop_at_size(size))
-    prop = _propagator(cfg, pieces)
+    basis, projection = _decompose(cfg, apply, u, _stop_at_size(size))
+    prop = _propagator(cfg, projection)
     coef, _ = prop.coefficients(tau)
     return prop.beta * (coef @ basis)
 
 
-def _reverse_states(cfg: _Config, apply, us, steps, stride):
+def _reverse_states(cfg: _Config, apply, recorded: _ForwardRecord):
     """``(init, state_at)``: the forward state at the start of step ``j``, for ``j`` descending.
 
     ``state_at(j, replay) -> (u_j, replay)``.  Kept states are read from the
     buffer; a dropped one is recomputed from the kept state that starts its
-    segment: on entering a segment (at its last step) all its states are
-    replayed into a buffer of ``cfg.segment`` states, at most ``stride - 1``
-    extra steps per ``stride`` steps.
+    stretch: on entering a stretch of ``stride`` steps (at its last step) all
+    its states are replayed into a buffer of ``cfg.replay_length`` states, at
+    most ``stride - 1`` extra steps per ``stride`` steps.
     """
-    if cfg.segment == 1:
+    us, stride = recorded.states, recorded.stride
+    if cfg.replay_length == 1:
         return None, lambda j, replay: (us[j], replay)
-    taus, sizes = steps
-    init = (jnp.zeros((cfg.segment, us.shape[1]), us.dtype), -jnp.ones((), jnp.int32))
+    taus, sizes = recorded.step_sizes, recorded.krylov_sizes
+    init = (jnp.zeros((cfg.replay_length, us.shape[1]), us.dtype), -jnp.ones((), jnp.int32))
 
     def state_at(j, replay):
-        seg, seg_start = replay
+        replayed, replayed_start = replay
         start = (j // stride) * stride
 
-        def fill(seg):
-            seg = seg.at[0].set(us[start // stride])
+        def fill(replayed):
+            replayed = replayed.at[0].set(us[start // stride])
 
-            def body(i, seg):
-                return seg.at[i].set(
+            def body(i, replayed):
+                return replayed.at[i].set(
                     _advance(
                         cfg,
                         apply,
-                        seg[i - 1],
+                        replayed[i - 1],
                         taus[start + i - 1].astype(us.dtype),
                         sizes[start + i - 1],
                     )
                 )
 
-            return lax.fori_loop(1, j - start + 1, body, seg)
+            return lax.fori_loop(1, j - start + 1, body, replayed)
 
-        seg = lax.cond(start != seg_start, fill, lambda seg: seg, seg)
-        return seg[j - start], (seg, start)
+        replayed = lax.cond(start != replayed_start, fill, lambda r: r, replayed)
+        return replayed[j - start], (replayed, start)
 
     return init, state_at
 
@@ -559,12 +609,12 @@ def _output_cotangent(out_step, g, position):
     return mask @ g
 
 
-def _backward_two_sided(cfg: _Config, matvec, params, saved, g, tol):
-    us, steps, num_steps, out_step, stored, stride = saved
-    taus, sizes = steps
+def _backward_two_sided(cfg: _Config, matvec, params, recorded: _ForwardRecord, g, tol):
+    taus, sizes = recorded.step_sizes, recorded.krylov_sizes
+    out_step, policy_buffers = recorded.output_steps, recorded.policy_buffers
     dtype = g.dtype
     apply = functools.partial(_apply, matvec, params)
-    replay0, state_at = _reverse_states(cfg, apply, us, steps, stride)
+    replay0, state_at = _reverse_states(cfg, apply, recorded)
     if cfg.symmetric:
         apply_t = apply
     elif cfg.method == "affine-lanczos":
@@ -586,14 +636,15 @@ def _backward_two_sided(cfg: _Config, matvec, params, saved, g, tol):
         """Forward basis of step ``j`` recomputed from its start state."""
         return _decompose(cfg, apply, u_j, _stop_at_size(sizes[j]))
 
-    def from_states(j, replay, aux):
+    def from_states(j, replay, side_state):
         """Forward side of step ``j`` from the state checkpoints (rebuild its basis)."""
         if cfg.checkpoint == "bases":
-            basis_f = stored[0][j]
-            pieces_f = tuple(buf[j] for buf in stored[1])
+            bases, projections = policy_buffers
+            basis_f = bases[j]
+            projection_f = _Projection(*(buf[j] for buf in projections))
         else:
             u_j, replay = state_at(j, replay)
-            basis_f, pieces_f = rebuilt(j, u_j)
+            basis_f, projection_f = rebuilt(j, u_j)
 
         if cfg.skew:
             # For oscillatory (skew) operators the quadrature matrix has nearly
@@ -610,14 +661,21 @@ def _backward_two_sided(cfg: _Config, matvec, params, saved, g, tol):
             def finish(rows):
                 return params_cotangent(matvec, params, basis_f, rows)
 
-            return _propagator(cfg, pieces_f), cotangent, finish, replay, jnp.zeros_like(basis_f)
+            return (
+                _propagator(cfg, projection_f),
+                cotangent,
+                finish,
+                replay,
+                jnp.zeros_like(basis_f),
+            )
 
-        def cotangent(m, basis_b, aux):
-            return _low_rank_cotangent(matvec, params, m, basis_f, basis_b, rank_tol), aux
+        def cotangent(m, basis_b, side_state):
+            grad = _low_rank_cotangent(matvec, params, m, basis_f, basis_b, rank_tol)
+            return grad, side_state
 
-        return _propagator(cfg, pieces_f), cotangent, None, replay, aux
+        return _propagator(cfg, projection_f), cotangent, None, replay, side_state
 
-    def from_trajectory(j, replay, aux):
+    def from_trajectory(j, replay, rebuilt_basis):
         """Forward side of step ``j`` from its stored trajectory basis ``U = Q^T V``.
 
         A sub-step's quadrature matrix ``M`` (over ``V``) is used as ``Q (Q^T M)``
@@ -628,28 +686,29 @@ def _backward_two_sided(cfg: _Config, matvec, params, saved, g, tol):
         tol 1e-4 .. 1e-10): 4 to 8 vectors suffice except on the first step from
         a rough start vector; on the 32^2 wave example (oscillatory) never.
 
-        ``aux = (basis, rebuilt)`` carries the rebuilt basis across sub-steps.
+        ``rebuilt_basis = (basis, have)`` carries the rebuilt basis (and whether
+        it is there) across sub-steps.
         The rebuild is a loop of at most one pass rather than a cond: under vmap
         a cond with a batched predicate runs both branches for every element,
         the loop only while some element needs it.
         """
-        rows, q, valid, u_j, *pieces_f = (buf[j] for buf in stored)
+        rows, q, valid, u_j, *projection_f = (buf[j] for buf in policy_buffers)
         floor = 10 * jnp.finfo(dtype).eps * np.sqrt(cfg.krylov_dim)
 
-        def ensure_basis(aux, need):
+        def ensure_basis(rebuilt_basis, need):
             def rebuild(state):
                 del state
                 return jnp.zeros((), bool), rebuilt(j, u_j)[0], jnp.ones((), bool)
 
-            basis, have = aux
+            basis, have = rebuilt_basis
             _, basis, have = lax.while_loop(
                 lambda state: state[0], rebuild, (need & ~have, basis, have)
             )
             return basis, have
 
-        aux = ensure_basis((aux[0], jnp.zeros((), bool)), ~valid)
+        rebuilt_basis = ensure_basis((rebuilt_basis[0], jnp.zeros((), bool)), ~valid)
 
-        def cotangent(m, basis_b, aux):
+        def cotangent(m, basis_b, rebuilt_basis):
             projected = q @ (q.T @ m)
             dropped = jnp.linalg.norm(m - projected)
             fits = valid & (dropped <= jnp.maximum(fit_tol, floor) * jnp.linalg.norm(m))
@@ -660,70 +719,86 @@ def _backward_two_sided(cfg: _Config, matvec, params, saved, g, tol):
             grad = params_cotangent_low_rank(
                 matvec, params, left @ q, rows, right, basis_b, jnp.where(fits, keep, 0)
             )
-            aux = ensure_basis(aux, ~fits)
+            rebuilt_basis = ensure_basis(rebuilt_basis, ~fits)
             full = params_cotangent_low_rank(
-                matvec, params, left, aux[0], right, basis_b, jnp.where(fits, 0, keep)
+                matvec, params, left, rebuilt_basis[0], right, basis_b, jnp.where(fits, 0, keep)
             )
-            return _add(grad, full), aux
+            return _add(grad, full), rebuilt_basis
 
-        return _propagator(cfg, tuple(pieces_f)), cotangent, None, replay, aux
+        projection_f = _Projection(*projection_f)
+        return _propagator(cfg, projection_f), cotangent, None, replay, rebuilt_basis
 
-    def sweep(carry, lower, forward_side, aux):
-        """Steps ``carry[0] - 1`` down to ``lower``, their forward sides from ``forward_side``."""
+    def sweep(carry: _BackwardCarry, lower, forward_side, side_state):
+        """Steps ``carry.j - 1`` down to ``lower``, their forward sides from ``forward_side``.
+
+        ``forward_side(j, replay, side_state) -> (propagator, cotangent, finish,
+        replay, step_state)``: ``cotangent(m, basis_b, step_state) -> (gradient
+        or None, step_state)`` per sub-step; ``finish(step_state)`` (if not None)
+        gives the step's gradient after its last sub-step, else ``step_state``
+        is the side state carried on to the next step.
+        """
 
         def step(state):
-            carry, aux = state
-            j, lam, grad, sigma_suggest, failed, replay = carry
-            j = j - 1
+            carry, side_state = state
+            j = carry.j - 1
             tau = taus[j].astype(dtype)
-            prop_f, cotangent, finish, replay, step_aux = forward_side(j, replay, aux)
+            prop_f, cotangent, finish, replay, step_state = forward_side(
+                j, carry.replay, side_state
+            )
 
-            def sub_cond(c):
-                return (c[0] > 0) & ~c[4]
-
-            def sub_body(c):
-                s_end, lam, grad, sigma_suggest, bad, aux = c
-                sigma_try = jnp.minimum(s_end, sigma_suggest)
+            def sub_body(c: _SubStep):
+                sigma_try = jnp.minimum(c.s_end, c.sigma_suggest)
                 # Cut short by the forward step's start; not on the first sub-step,
                 # which has no step-size history (see _stop_at_step).
-                clipped = (s_end < sigma_suggest) & jnp.isfinite(sigma_suggest)
+                clipped = (c.s_end < c.sigma_suggest) & jnp.isfinite(c.sigma_suggest)
                 stop = _stop_at_step(cfg.adjoint, sigma_try, tol_rate, clipped)
-                basis_b, pieces_b = _decompose(cfg.adjoint, apply_t, lam, stop)
-                prop_b = _propagator(cfg.adjoint, pieces_b)
+                basis_b, projection_b = _decompose(cfg.adjoint, apply_t, c.lam, stop)
+                prop_b = _propagator(cfg.adjoint, projection_b)
                 sigma, _, _, sigma_next, trials, ok = _largest_step(
                     cfg.adjoint, prop_b, sigma_try, tol_rate
                 )
-                reached = sigma >= s_end
-                s_start = jnp.where(reached, 0.0, s_end - sigma)
-                sigma = s_end - s_start
+                reached = sigma >= c.s_end
+                s_start = jnp.where(reached, 0.0, c.s_end - sigma)
+                sigma = c.s_end - s_start
                 c_start = prop_f.beta * prop_f.exp_times(s_start)
                 m, lam_coef = two_sided_block(prop_f, prop_b, c_start, sigma)
-                delta, aux = cotangent(m, basis_b, aux)
-                if delta is not None:
-                    grad = _add(grad, delta)
-                lam = prop_b.beta * (lam_coef @ basis_b)
+                delta, step_state = cotangent(m, basis_b, c.step_state)
+                grad = c.grad if delta is None else _add(c.grad, delta)
                 clipped = reached & (trials == 0)
                 sigma_suggest = jnp.where(
-                    clipped, jnp.maximum(sigma_suggest, sigma_next), sigma_next
+                    clipped, jnp.maximum(c.sigma_suggest, sigma_next), sigma_next
                 )
-                return s_start, lam, grad, sigma_suggest, bad | ~ok, aux
+                return _SubStep(
+                    s_start,
+                    prop_b.beta * (lam_coef @ basis_b),
+                    grad,
+                    sigma_suggest,
+                    c.failed | ~ok,
+                    step_state,
+                )
 
-            _, lam, grad, sigma_suggest, bad, step_aux = lax.while_loop(
-                sub_cond, sub_body, (tau, lam, grad, sigma_suggest, failed, step_aux)
+            sub = lax.while_loop(
+                lambda c: (c.s_end > 0) & ~c.failed,
+                sub_body,
+                _SubStep(tau, carry.lam, carry.grad, carry.sigma_suggest, carry.failed, step_state),
             )
+            grad = sub.grad
             if finish is None:
-                aux = step_aux
+                side_state = sub.step_state
             else:
-                grad = _add(grad, finish(step_aux))
-            lam = lam + _output_cotangent(out_step, g, j)
-            return (j, lam, grad, sigma_suggest, bad, replay), aux
+                grad = _add(grad, finish(sub.step_state))
+            lam = sub.lam + _output_cotangent(out_step, g, j)
+            carry = _BackwardCarry(j, lam, grad, sub.sigma_suggest, sub.failed, replay)
+            return carry, side_state
 
-        carry, _ = lax.while_loop(lambda state: state[0][0] > lower, step, (carry, aux))
+        carry, _ = lax.while_loop(lambda state: state[0].j > lower, step, (carry, side_state))
         return carry
 
-    lam0 = _output_cotangent(out_step, g, num_steps)
+    lam0 = _output_cotangent(out_step, g, recorded.num_steps)
     grad0 = jax.tree_util.tree_map(jnp.zeros_like, params)
-    carry = (num_steps, lam0, grad0, jnp.asarray(jnp.inf, dtype), jnp.zeros((), bool), replay0)
+    carry = _BackwardCarry(
+        recorded.num_steps, lam0, grad0, jnp.asarray(jnp.inf, dtype), jnp.zeros((), bool), replay0
+    )
     if cfg.trajectory_slots:
         # Steps past the stored trajectories first (descending), then those stored.
         carry = sweep(carry, cfg.trajectory_slots, from_states, ())
@@ -731,13 +806,12 @@ def _backward_two_sided(cfg: _Config, matvec, params, saved, g, tol):
         carry = sweep(carry, 0, from_trajectory, (basis, jnp.zeros((), bool)))
     else:
         carry = sweep(carry, 0, from_states, ())
-    _, lam, grad, _, failed, _ = carry
     lam = eqx.error_if(
-        lam,
-        failed,
+        carry.lam,
+        carry.failed,
         "expm_multiply: the backward (adjoint) sweep found no step size meeting the tolerance",
     )
-    return lam, grad
+    return lam, carry.grad
 
 
 def _add(a, b):
@@ -767,14 +841,13 @@ def _singular_pairs(m, rank_tol):
     return u.T, svals[:, None] * wt, keep
 
 
-def _backward_discrete(cfg: _Config, matvec, params, saved, g):
+def _backward_discrete(cfg: _Config, matvec, params, recorded: _ForwardRecord, g):
     from ._discrete import discrete_step
 
-    us, steps, num_steps, out_step, _, stride = saved
-    taus, sizes = steps
+    taus, out_step = recorded.step_sizes, recorded.output_steps
     apply = functools.partial(_apply, matvec, params)
-    replay0, state_at = _reverse_states(cfg, apply, us, steps, stride)
-    lam0 = _output_cotangent(out_step, g, num_steps)
+    replay0, state_at = _reverse_states(cfg, apply, recorded)
+    lam0 = _output_cotangent(out_step, g, recorded.num_steps)
     grad0 = jax.tree_util.tree_map(jnp.zeros_like, params)
 
     def step(carry):
@@ -789,7 +862,7 @@ def _backward_discrete(cfg: _Config, matvec, params, saved, g):
         lam = lam + _output_cotangent(out_step, g, j)
         return j, lam, grad, replay
 
-    init = (num_steps, lam0, grad0, replay0)
+    init = (recorded.num_steps, lam0, grad0, replay0)
     _, lam, grad, _ = lax.while_loop(lambda c: c[0] > 0, step, init)
     return lam, grad
 

@@ -446,6 +446,16 @@ class FaceGradient(NamedTuple):
         return self.difference_transpose(self.weights(kappa) * f)
 
 
+def _homogeneous_grid(space, bc, mean, where):
+    """``(grid, boundary conditions, shape)`` for the face gradients, which need zero data."""
+    g = as_grid(space)
+    bcs = boundary_conditions(g, bc)
+    _check_choice(mean, MEANS, "mean")
+    if not bcs.homogeneous:
+        raise ValueError(f"{where}: bc must be homogeneous (zero boundary data)")
+    return g, bcs, tuple(g.shape)
+
+
 def face_gradient(space, bc="neumann", *, mean: str = "harmonic") -> FaceGradient:
     """Weighted face differences ``G(kappa)`` with ``G^T G = -diffusion_matvec(., kappa)``.
 
@@ -475,12 +485,7 @@ def face_gradient(space, bc="neumann", *, mean: str = "harmonic") -> FaceGradien
     -------
     FaceGradient
     """
-    g = as_grid(space)
-    bcs = boundary_conditions(g, bc)
-    _check_choice(mean, MEANS, "mean")
-    if not bcs.homogeneous:
-        raise ValueError("face_gradient: bc must be homogeneous (zero boundary data)")
-    shape = tuple(g.shape)
+    g, bcs, shape = _homogeneous_grid(space, bc, mean, "face_gradient")
 
     def per_axis(interior, lo, hi, axis, pair):
         """Faces of one axis in order ``[Dirichlet min, interior, Dirichlet max or wrap]``."""
@@ -592,12 +597,7 @@ def padded_face_gradient(space, bc="neumann", *, mean: str = "harmonic") -> Padd
     -------
     PaddedFaceGradient
     """
-    g = as_grid(space)
-    bcs = boundary_conditions(g, bc)
-    _check_choice(mean, MEANS, "mean")
-    if not bcs.homogeneous:
-        raise ValueError("padded_face_gradient: bc must be homogeneous (zero boundary data)")
-    shape = tuple(g.shape)
+    g, bcs, shape = _homogeneous_grid(space, bc, mean, "padded_face_gradient")
     periodic = [bcs.sides[a][0].kind == "periodic" for a in range(g.dim)]
     padded = tuple(n if p else n + 1 for n, p in zip(shape, periodic, strict=True))
     widths = [(0, p - n) for n, p in zip(shape, padded, strict=True)]

@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 jax.config.update("jax_enable_x64", True)
 
 # The default suite's time is mostly XLA:CPU compiling solver programs for small
-# problems (docs/development.md#suite-time), and most of a compile is LLVM
+# problems (docs/development.md, "Suite time"), and most of a compile is LLVM
 # optimising machine code that then runs for milliseconds.  The default run
 # (``-m 'not slow'``) therefore compiles with LLVM's optimisations off: the same
 # HLO programs and the same IEEE arithmetic (XLA:CPU uses no fast-math either way),

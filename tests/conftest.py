@@ -11,13 +11,15 @@ import pytest  # noqa: E402
 jax.config.update("jax_enable_x64", True)
 
 # The default suite's time is mostly XLA:CPU compiling solver programs for small
-# problems (docs/development.md, "Suite time"), and most of a compile is LLVM
+# problems (docs/development.md, "Suite time"), and much of a compile is LLVM
 # optimising machine code that then runs for milliseconds.  The default run
 # (``-m 'not slow'``) therefore compiles with LLVM's optimisations off: the same
 # HLO programs and the same IEEE arithmetic (XLA:CPU uses no fast-math either way),
-# ~25-30 % less compile time.  Runs that select slow tests keep XLA's default level,
-# so the timing acceptance tests (-m slow) measure what users get.  An explicit
-# ``--xla_backend_optimization_level`` in XLA_FLAGS always wins.
+# 10-40 % less time for compile-bound tests (measured, noisily, on the shared VM
+# with tests/expm/test_expm.py and tests/cli/test_cli.py).  Runs that select slow
+# tests keep XLA's default level, so the timing acceptance tests (-m slow) measure
+# what users get.  An explicit ``--xla_backend_optimization_level`` in XLA_FLAGS
+# always wins.
 FAST_COMPILE_FLAG = "--xla_backend_optimization_level=0"
 
 

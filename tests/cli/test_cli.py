@@ -28,7 +28,7 @@ def test_help_lists_subcommands(capsys):
     assert "dotted.key=value" in capsys.readouterr().out
 
 
-def test_fit_writes_run_folder_and_reruns_identically(tiny, tmp_path, capsys):
+def test_fit_writes_run_folder_and_reruns_identically(tiny, tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     assert main(["fit", str(tiny), "--out", str(out), "--quiet", "check.enabled=true"]) == 0
     stdout = capsys.readouterr().out
@@ -50,31 +50,29 @@ def test_fit_writes_run_folder_and_reruns_identically(tiny, tmp_path, capsys):
     assert result["observations"].shape == (2, 64)
 
     # The resolved config reproduces the run exactly (seeded noise, deterministic fit).
+    # The rerun also checks the default run folder (one fit less than a test of its
+    # own: every CLI fit compiles its solvers anew, ~12 s on 2 cores).
     resolved = yaml.safe_load((out / "config.yaml").read_text())
     assert resolved["optimizer"]["max_iter"] == 4 and resolved["name"] == "tiny"
-    again = tmp_path / "again"
+    monkeypatch.chdir(tmp_path)
     skip = ["check.enabled=false", "output.figures=false", "output.vtu=false"]
-    assert main(["fit", str(out / "config.yaml"), "--out", str(again), "--quiet", *skip]) == 0
+    assert main(["fit", str(out / "config.yaml"), "--quiet", *skip]) == 0
+    folders = list((tmp_path / "runs").iterdir())
+    assert len(folders) == 1 and folders[0].name.startswith("tiny-")
+    again = folders[0]
     result2 = np.load(again / "result.npz")
     np.testing.assert_array_equal(result["observations"], result2["observations"])
     np.testing.assert_array_equal(result["x"], result2["x"])
 
-
-def test_run_folder_default_existing_and_force(tiny, tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    args = ["optimizer.max_iter=1", "check.enabled=false", "output.figures=false"]
-    assert main(["fit", str(tiny), "--quiet", *args]) == 0
-    folders = list((tmp_path / "runs").iterdir())
-    assert len(folders) == 1 and folders[0].name.startswith("tiny-")
     # An existing folder is refused before any solve; --force replaces it (the
     # folder logic is shared by the sub-commands: simulate is the cheaper run).
-    out = folders[0]
-    assert main(["fit", str(tiny), "--out", str(out), *args]) == 1
+    capsys.readouterr()
+    assert main(["fit", str(tiny), "--out", str(again), *skip]) == 1
     err = capsys.readouterr().err
     assert "already exists" in err and "--force" in err
-    assert main(["simulate", str(tiny), "--out", str(out), "--force", "--quiet", *args]) == 0
-    assert "history_objective" not in np.load(out / "result.npz")  # the fit's files are gone
-    assert json.loads((out / "metrics.json").read_text())["status"] == "converged"
+    assert main(["simulate", str(tiny), "--out", str(again), "--force", "--quiet", *skip]) == 0
+    assert "history_objective" not in np.load(again / "result.npz")  # the fit's files are gone
+    assert json.loads((again / "metrics.json").read_text())["status"] == "converged"
 
 
 @pytest.mark.parametrize(

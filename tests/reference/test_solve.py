@@ -209,7 +209,8 @@ def _random_like(tree, seed=0):
 @pytest.mark.parametrize(
     "name, solver, adjoint, fixed_step",
     [
-        ("heat", "tsit5", "recursive_checkpoint", False),
+        # ~7 s; affine_heat below takes the same solver and adjoint (plus a source)
+        pytest.param("heat", "tsit5", "recursive_checkpoint", False, marks=pytest.mark.slow),
         pytest.param("heat", "tsit5", "recursive_checkpoint", True, marks=pytest.mark.slow),
         ("advection_diffusion", "dopri5", "backsolve", False),
         pytest.param(
@@ -276,6 +277,10 @@ def test_implicit_backsolve_gradient_matches_finite_differences():
     assert exact == pytest.approx(fd, rel=1e-4)
 
 
+# ~8 s; by default test_explicit_adaptive_matches_dense_expm checks reference.solve and
+# tests/models/test_models_forward.py::test_forward_solution_matches_diffrax checks
+# simulate (expm_multiply), each against an independent reference, on the same models
+@pytest.mark.slow
 def test_agrees_with_expm_multiply():
     from pdeinv.models import simulate
 

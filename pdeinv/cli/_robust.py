@@ -167,7 +167,7 @@ def planned_gradient_memory(config: dict, num_states: int, num_times: int, batch
     Krylov basis for ``solver.checkpoint = bases`` (``max_steps * krylov_dim``
     states), plus the forward and backward Krylov bases and the outputs.
     """
-    from ..expm._expm import _TRAJECTORY_BYTES, _TRAJECTORY_RANK, DEFAULT_CHECKPOINTS
+    from ..expm._config import _TRAJECTORY_BYTES, _TRAJECTORY_RANK, DEFAULT_CHECKPOINTS
 
     solver = config["solver"]
     itemsize = 8 if config["precision"] == "float64" else 4

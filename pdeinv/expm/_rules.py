@@ -25,13 +25,9 @@ import jax
 import jax.numpy as jnp
 from jax.interpreters import ad, batching
 
-from ._expm import (
-    _backward_discrete,
-    _backward_two_sided,
-    _Config,
-    _forward,
-    _stats_as_floats,
-)
+from ._config import _Config
+from ._forward import _forward, _stats_as_floats
+from ._reverse import _backward_discrete, _backward_two_sided
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))

@@ -1,0 +1,114 @@
+"""Configuration of one integrator call: methods, tunables, :class:`_Config` and :class:`ExpmStats`.
+
+Every other module of the integrator reads its static choices from ``_Config``
+(built once per call by ``_expm._prepare``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+METHODS = ("arnoldi", "lanczos", "skew-lanczos", "affine-lanczos")
+GRADIENTS = ("two-sided", "discrete")
+CHECKPOINTS = ("trajectory", "states", "bases")
+# Bounds of the step-size controller (factor per trial, factor to the next step).
+_SHRINK_MIN, _GROW_MAX, _SAFETY = 0.01, 5.0, 0.9
+_MAX_TRIALS = 60
+# States kept for the gradient by default (``checkpoints=None``).
+DEFAULT_CHECKPOINTS = 32
+# Singular values of a backward sub-step's quadrature matrix below
+# ``tol * _RANK_TOL`` times the largest are dropped (see _low_rank_cotangent).
+_RANK_TOL = 1e-3
+# The "trajectory" policy keeps, for each of the first steps, an orthonormal
+# basis of ``_TRAJECTORY_RANK`` vectors spanning the step's trajectory u(s)
+# (plus its start state and small matrix), in at most ``_TRAJECTORY_BYTES``.
+_TRAJECTORY_RANK = 8
+_TRAJECTORY_BYTES = 8 * 2**20
+_TRAJECTORY_TOL = 1e-2
+
+
+class ExpmStats(NamedTuple):
+    """Solver statistics of one forward call of :func:`expm_multiply_info`.
+
+    Attributes
+    ----------
+    num_steps
+        Accepted Krylov steps.
+    num_rejected
+        Step-size reductions (each costs small-matrix work only, no matvec).
+    num_matvecs
+        Products with ``A``.
+    error_estimate
+        Sum of the accepted local error estimates divided by ``||v||`` (an
+        estimate of the relative error of the final state).
+    """
+
+    num_steps: Any
+    num_rejected: Any
+    num_matvecs: Any
+    error_estimate: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class _Config:
+    method: str
+    krylov_dim: int
+    max_steps: int
+    gradient: str
+    reorthogonalize: bool
+    checkpoint: str = "states"
+    # States kept for the gradient (see _thin); equal to max_steps: never thinned.
+    checkpoints: int = 0
+    # "trajectory" policy: steps with a stored trajectory basis (the first ones)
+    # and the basis size; 0 when the policy is off or no slot fits the budget.
+    trajectory_slots: int = 0
+    trajectory_rank: int = 0
+
+    @property
+    def replay_length(self) -> int:
+        """Largest stride between kept states (a power of two), the replay buffer's size."""
+        stride = 1
+        while self.checkpoints * stride < self.max_steps:
+            stride *= 2
+        return stride
+
+    @property
+    def symmetric(self) -> bool:
+        return self.method == "lanczos"
+
+    @property
+    def adjoint(self) -> _Config:
+        """Configuration of the backward (adjoint) Krylov processes.
+
+        For ``"affine-lanczos"`` the adjoint state keeps a zero last entry (see
+        :func:`_backward_two_sided`), on which ``A_aug^T`` acts as the
+        symmetric ``A``: plain Lanczos.
+        """
+        if self.method == "affine-lanczos":
+            return dataclasses.replace(self, method="lanczos")
+        return self
+
+    @property
+    def skew(self) -> bool:
+        return self.method == "skew-lanczos"
+
+    @property
+    def chunk(self) -> int:
+        """Steps between Krylov-size checks: a divisor of ``krylov_dim`` near 5.
+
+        ``krylov_dim`` itself (no early stop) when it has none in 3..8, when
+        the basis is reorthogonalised Lanczos (no chunked variant), and for the
+        discrete adjoint (it differentiates full-size steps).
+        """
+        k = self.krylov_dim
+        if (self.symmetric and self.reorthogonalize) or self.gradient == "discrete":
+            return k
+        for d in (5, 6, 4, 7, 8, 3):
+            if k % d == 0 and d < k:
+                return d
+        return k
+
+    @property
+    def order(self) -> int:
+        return max(self.krylov_dim - 1, 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 
@@ -33,3 +34,15 @@ def best_time(fn, repeats: int) -> float:
         jax.block_until_ready(fn())
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def machine_line() -> str:
+    """CPU, visible cores, load average and the JAX device: one line for a table's header."""
+    import jax  # here, so that importing this module never initialises JAX early
+
+    device = jax.devices()[0]
+    return (
+        f"{cpu_name()}, {os.cpu_count()} cores visible, load average "
+        f"{os.getloadavg()[0]:.1f}; JAX {jax.__version__} on {device.platform} "
+        f"({getattr(device, 'device_kind', '')})"
+    )

@@ -18,7 +18,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
 
 import jax
 
@@ -29,22 +28,13 @@ pdeinv.limit_blas_threads()  # see pdeinv/_threads.py
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from _machine import best_time, cpu_name  # noqa: E402  (benchmarks/ is the script's path)
+from _machine import best_time, machine_line  # noqa: E402  (benchmarks/ is the script's path)
 
 from pdeinv import models  # noqa: E402
 from pdeinv.discretize import grid  # noqa: E402
 from pdeinv.expm import expm_multiply_info  # noqa: E402
 
 TIMES = (0.001, 0.002, 0.004)
-
-
-def machine() -> str:
-    device = jax.devices()[0]
-    return (
-        f"{cpu_name()}, {os.cpu_count()} cores visible, load average "
-        f"{os.getloadavg()[0]:.1f}; JAX {jax.__version__} on {device.platform} "
-        f"({getattr(device, 'device_kind', '')})"
-    )
 
 
 def problem(n):
@@ -99,7 +89,7 @@ def main():
                  value_error, grad_error)
             )  # fmt: skip
     print("### float32 vs float64: value + gradient of a 2-D heat misfit\n")
-    print(f"Machine: {machine()}.\n")
+    print(f"Machine: {machine_line()}.\n")
     print(
         "| grid | dtype | tol | steps | value | value + grad | speed-up vs float64 (same tol) "
         "| value error | gradient error |"

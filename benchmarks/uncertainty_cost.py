@@ -23,27 +23,16 @@ Prints a markdown table and the machine; ``--markdown PATH`` also writes it.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
-import jax
 import numpy as np
-from _machine import cpu_name  # noqa: E402  (benchmarks/ is the script's path)
+from _machine import machine_line  # noqa: E402  (benchmarks/ is the script's path)
 
 from pdeinv import inverse
 from pdeinv.cli._common import configure_jax
 from pdeinv.cli._config import load_config
 from pdeinv.cli._experiment import build_experiment, fit_experiment
 from pdeinv.cli._uncertainty import posterior_options
-
-
-def machine() -> str:
-    device = jax.devices()[0]
-    return (
-        f"{cpu_name()}, {os.cpu_count()} cores visible, load average "
-        f"{os.getloadavg()[0]:.1f}; JAX {jax.__version__} on {device.platform} "
-        f"({getattr(device, 'device_kind', '')})"
-    )
 
 
 def run(config_path: str, ranks, method: str, overrides) -> list[dict]:
@@ -123,8 +112,8 @@ def main() -> None:
     for path in args.configs:
         rows += run(path, args.ranks, args.method, args.override)
         print(table(rows), flush=True)
-    text = f"{table(rows)}\n\nMachine: {machine()}.\n"
-    print(f"\nMachine: {machine()}.")
+    text = f"{table(rows)}\n\nMachine: {machine_line()}.\n"
+    print(f"\nMachine: {machine_line()}.")
     if args.markdown:
         with open(args.markdown, "w") as handle:
             handle.write(text)

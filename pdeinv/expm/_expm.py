@@ -233,10 +233,13 @@ def _prepare(
 
 def _warn_blas_threads(k: int) -> None:
     """Warn when ``k x k`` LAPACK kernels will run under oversubscribed BLAS threads."""
-    if k < SLOW_KRYLOV_DIM or jax.default_backend() != "cpu" or blas_threads() == 1:
+    if k < SLOW_KRYLOV_DIM or jax.default_backend() != "cpu":
+        return
+    threads = blas_threads()
+    if threads == 1:
         return
     warnings.warn(
-        f"expm_multiply: krylov_dim={k} on CPU with {blas_threads()} BLAS threads: the "
+        f"expm_multiply: krylov_dim={k} on CPU with {threads} BLAS threads: the "
         "small eigendecompositions and SVDs of the projected matrices run about 100x slower "
         "while BLAS threads compete with XLA's; call pdeinv.limit_blas_threads() once (or "
         "set OPENBLAS_NUM_THREADS=1) -- see docs/integrator.md#blas-threads",

@@ -160,9 +160,10 @@ def params_cotangent(matvec: Callable, params: Any, basis_rows: Array, lam_rows:
     """sum_j d/dparams <lam_j, A(params) q_j>, VJPs of matvec batched over the basis.
 
     The batch is processed in chunks of at most ``_PARAMS_CHUNK`` vectors (a
-    ``lax.scan`` over chunks): one VJP over all k vectors at once would hold k
-    copies of every intermediate of matvec, which for k = 80 outweighs the basis
-    itself.
+    ``lax.scan`` over chunks; one vector at a time, as measured below): one VJP
+    over all k vectors at once would hold k copies of every intermediate of
+    matvec, which for k = 80 outweighs the basis itself, and batched VJPs cost
+    more per vector on XLA:CPU.
     """
     vjp = _FloatLeafVJP(matvec, params)
     k = basis_rows.shape[0]

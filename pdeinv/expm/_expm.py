@@ -428,9 +428,11 @@ def expm_multiply(
     adjoint sweep, ``jax.jvp``/``jax.jacfwd``/``jax.linearize`` a forward
     sensitivity solve of the block operator ``[[A, dA], [0, A]]`` with its own
     error control (accurate to ``tol``; docs/design.md#forward-mode).
-    ``jax.jvp`` of ``jax.grad`` works for ``"lanczos"`` (the derivative of the
-    sweeps themselves, not error-controlled); other second derivatives and
-    forward mode with ``gradient="discrete"`` raise ``NotImplementedError``.
+    Second derivatives by forward over reverse (``jax.hessian``, ``jax.jvp``
+    of ``jax.grad``) work for ``"lanczos"`` and ``"skew-lanczos"`` (the
+    adjoint sweep has its own forward-mode rule; checked to ``tol`` against
+    dense second derivatives); other second derivatives and forward mode with
+    ``gradient="discrete"`` raise ``NotImplementedError``.
 
     Raises
     ------

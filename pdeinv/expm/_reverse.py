@@ -105,7 +105,16 @@ def _output_cotangent(out_step, g, position):
     return mask @ g
 
 
-def _backward_two_sided(cfg: _Config, matvec, params, recorded: _ForwardRecord, g, tol):
+def _backward_two_sided(
+    cfg: _Config, matvec, params, recorded: _ForwardRecord, g, tol, *, exact_tangents=False
+):
+    """``(v_bar, params_bar)``: the two-sided adjoint sweep for the output cotangents ``g``.
+
+    ``exact_tangents`` (static) when the sweep is itself differentiated in
+    forward mode (``jax.jvp`` of ``jax.grad``): the trajectory checkpoints then
+    rebuild every step's basis, because the stored trajectory basis spans the
+    quadrature matrix but not its tangent (see :func:`_low_rank_cotangent_jvp`).
+    """
     taus, sizes = recorded.step_sizes, recorded.krylov_sizes
     out_step, policy_buffers = recorded.output_steps, recorded.policy_buffers
     dtype = g.dtype
@@ -201,6 +210,18 @@ def _backward_two_sided(cfg: _Config, matvec, params, recorded: _ForwardRecord, 
                 lambda state: state[0], rebuild, (need & ~have, basis, have)
             )
             return basis, have
+
+        if exact_tangents:
+            # The trajectory basis represents M, not its tangent: forward mode
+            # over this sweep takes every step's sum over the rebuilt basis.
+            rebuilt_basis = ensure_basis((rebuilt_basis[0], jnp.zeros((), bool)), True)
+
+            def cotangent(m, basis_b, rebuilt_basis):
+                grad = _low_rank_cotangent(matvec, params, m, rebuilt_basis[0], basis_b, rank_tol)
+                return grad, rebuilt_basis
+
+            propagator = _propagator(cfg, _Projection(*projection_f))
+            return propagator, cotangent, None, replay, rebuilt_basis
 
         rebuilt_basis = ensure_basis((rebuilt_basis[0], jnp.zeros((), bool)), ~valid)
 
@@ -325,16 +346,56 @@ def _low_rank_cotangent(matvec, params, m, basis_f, basis_b, rank_tol):
     are taken.  The dropped terms change the gradient by at most
     ``k * rank_tol`` relative to the step's largest one (in the norms of the
     basis vectors and of ``dA``).
+
+    Differentiated (forward mode over this sweep: ``jax.jvp`` of ``jax.grad``)
+    by its own rule, :func:`_low_rank_cotangent_jvp`.
     """
+    return _low_rank_core(matvec, params, m, basis_f, basis_b, rank_tol)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _low_rank_core(matvec, params, m, basis_f, basis_b, rank_tol):
     left, right, keep = _singular_pairs(m, rank_tol)
     return params_cotangent_low_rank(matvec, params, left, basis_f, right, basis_b, keep)
 
 
+@_low_rank_core.defjvp
+def _low_rank_cotangent_jvp(matvec, primals, tangents):
+    """Tangent of the truncated sum: the pairs' own, plus ``dM`` in full.
+
+    Differentiating the truncated factors would miss the part of ``dM`` outside
+    the kept singular subspaces, which is as large as ``dM`` itself (a
+    perturbation rotates those subspaces), so the sum's tangent is taken as
+    ``sum_pq dM_pq X_pq + sum_r S_r dX_r`` with the pairs of ``M`` held fixed
+    in the second term; ``dM`` goes through its own numerical-rank SVD.
+    """
+    params, m, basis_f, basis_b, rank_tol = primals
+    dparams, dm, dbasis_f, dbasis_b, _ = tangents
+    left, right, keep = _singular_pairs(m, rank_tol)
+
+    def with_pairs_fixed(params, basis_f, basis_b):
+        return params_cotangent_low_rank(matvec, params, left, basis_f, right, basis_b, keep)
+
+    out, dout = jax.jvp(with_pairs_fixed, (params, basis_f, basis_b), (dparams, dbasis_f, dbasis_b))
+    dleft, dright, dkeep = _singular_pairs(dm, rank_tol)
+    from_dm = params_cotangent_low_rank(matvec, params, dleft, basis_f, dright, basis_b, dkeep)
+    return out, jax.tree_util.tree_map(_add_tangent, dout, from_dm)
+
+
+def _add_tangent(a, b):
+    return a if a.dtype == jax.dtypes.float0 else a + b
+
+
 def _singular_pairs(m, rank_tol):
     """``(U^T, S W^T, count)`` of ``M = U S W^T``, ``count`` pairs above ``rank_tol * S_0``."""
-    u, svals, wt = _svd(m)
+    # The SVD is a choice of factors, not a value: only U S W^T = M matters
+    # downstream.  With U square and orthonormal, S W^T = U^T M exactly, so the
+    # factors are (U^T, U^T M) with U held fixed: differentiating them (forward
+    # mode over this sweep, jax.jvp of jax.grad) is then exact and never meets
+    # the SVD's own derivative (undefined at repeated singular values).
+    u, svals, _ = _svd(lax.stop_gradient(m))
     keep = jnp.sum(svals > rank_tol * svals[0])
-    return u.T, svals[:, None] * wt, keep
+    return u.T, u.T @ m, keep
 
 
 def _backward_discrete(cfg: _Config, matvec, params, recorded: _ForwardRecord, g):

@@ -41,12 +41,36 @@ def expm_core(cfg: _Config, matvec, v, params, ts, tol):
 def _expm_core_jvp(cfg, matvec, primals, tangents):
     v, params, ts, tol = primals
     dv, dparams, dts, _ = tangents
-    ys, stats, recorded = _forward(cfg, matvec, v, params, ts, tol, record=True)
+    if cfg.symmetric or cfg.skew:
+        ys, stats, recorded = _forward(cfg, matvec, v, params, ts, tol, record=True)
+    else:
+        ys, stats, recorded = _recorded_forward_first_order(cfg, matvec, v, params, ts, tol)
     stats = _stats_as_floats(stats, v.dtype)
     (dys,) = eqxi.filter_primitive_bind(
         _tangent_p, cfg, matvec, (v, params, ts, tol, ys, recorded), (dv, dparams, dts)
     )
     return (ys, stats), (dys, jax.tree_util.tree_map(jnp.zeros_like, stats))
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def _recorded_forward_first_order(cfg, matvec, v, params, ts, tol):
+    """The recording forward sweep of the Arnoldi methods, refusing a second derivative.
+
+    Their steps use the small-matrix Padé exponential, which has a reverse rule
+    only; without this rule forward mode over the sweep would end in jax's
+    generic custom_vjp error.
+    """
+    return _forward(cfg, matvec, v, params, ts, tol, record=True)
+
+
+@_recorded_forward_first_order.defjvp
+def _recorded_forward_first_order_jvp(cfg, matvec, primals, tangents):
+    raise NotImplementedError(
+        f"expm_multiply: second derivatives (jax.hessian, jax.jvp of jax.grad) are supported "
+        f"for method='lanczos' and method='skew-lanczos', not for method={cfg.method!r} "
+        "(its small-matrix exponential has a reverse rule only); first derivatives work in "
+        "both modes, and Gauss-Newton products need first derivatives only"
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -141,13 +165,34 @@ def _transpose(cfg, matvec, residuals, g):
     """``(dv, dparams, dts)`` cotangents of the tangent map for the output cotangent ``g``."""
     v, params, ts, tol, ys, recorded = residuals
     if cfg.gradient == "two-sided":
-        v_bar, params_bar = _backward_two_sided(cfg, matvec, params, recorded, g, tol)
+        v_bar, params_bar = _adjoint_sweep(cfg, matvec, params, recorded, g, tol)
     else:
         v_bar, params_bar = _backward_discrete(cfg, matvec, params, recorded, g)
     # d y_i / d t_i = A y_i.
     ay = jax.vmap(matvec, in_axes=(0, None))(ys, params)
     ts_bar = jnp.sum(g * ay, axis=1).astype(ts.dtype)
     return v_bar, params_bar, ts_bar
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def _adjoint_sweep(cfg, matvec, params, recorded, g, tol):
+    """The two-sided adjoint sweep, with a rule for forward mode over it.
+
+    Forward mode over the sweep (``jax.jvp`` of ``jax.grad``, a Hessian-vector
+    product) differentiates the sweep with ``exact_tangents``: every step's
+    quadrature sum over its rebuilt basis, whose tangent is exact (the
+    trajectory checkpoints' stored basis spans the quadrature matrix, not its
+    tangent).  Plain reverse mode keeps the cheaper path.
+    """
+    return _backward_two_sided(cfg, matvec, params, recorded, g, tol)
+
+
+@_adjoint_sweep.defjvp
+def _adjoint_sweep_jvp(cfg, matvec, primals, tangents):
+    def sweep(params, recorded, g, tol):
+        return _backward_two_sided(cfg, matvec, params, recorded, g, tol, exact_tangents=True)
+
+    return jax.jvp(sweep, primals, tangents)
 
 
 # ---------------------------------------------------------------------------
@@ -172,8 +217,8 @@ def _jvp(primals, tangents):
     """
     raise NotImplementedError(
         "expm_multiply: forward mode over forward mode (jax.jacfwd of jax.jacfwd) is "
-        "not supported; first derivatives are, in both modes, and jax.jvp of jax.grad (a "
-        "Hessian-vector product) works for method='lanczos'"
+        "not supported; first derivatives are, in both modes, and forward over reverse "
+        "(jax.hessian, jax.jvp of jax.grad) works for method='lanczos' and 'skew-lanczos'"
     )
 
 

@@ -20,12 +20,13 @@ decompositions use the Padé exponential of a bordered matrix.
 from __future__ import annotations
 
 import jax.numpy as jnp
+from jax import lax
 
-from ..krylov._common import one_at_a_time_on_cpu
+from ..krylov._common import eigh_small, one_at_a_time_on_cpu
 from ..krylov._dense import expm_small
 
 # Batched LAPACK deadlocks inside loops on CPU (see one_at_a_time_on_cpu).
-_eigh = one_at_a_time_on_cpu(lambda h: tuple(jnp.linalg.eigh(h)))
+_eigh = eigh_small
 _svd = one_at_a_time_on_cpu(lambda m: tuple(jnp.linalg.svd(m, full_matrices=False)))
 
 
@@ -235,5 +236,7 @@ def trajectory_basis(prop: KrylovPropagator, tau, rank: int):
     sub-step is checked there (the quadrature matrix must lie in their span);
     the miss only predicts it.
     """
-    left, svals, _ = _svd(trajectory_samples(prop, tau))
+    # A basis of a subspace, chosen without derivative (the SVD's is undefined
+    # at repeated singular values); the states expressed in it carry theirs.
+    left, svals, _ = _svd(lax.stop_gradient(trajectory_samples(prop, tau)))
     return left[:, :rank], svals[rank] / svals[0]

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from ..krylov._arnoldi import arnoldi_process
+from ..krylov._common import safe_norm
 from ..krylov._engine import iterate, iterate_until
 from ..krylov._lanczos import bordered_lanczos_process, lanczos_process
 from ..krylov._skew import skew_lanczos_process
@@ -47,7 +48,7 @@ def _decompose_checked(cfg: _Config, apply, u, stop=None):
         (dec, skewness), size = iterate(process, u, k), jnp.asarray(k, jnp.int32)
     else:
         (dec, skewness), size = iterate_until(process, u, k, cfg.chunk, stop)
-    projection = _Projection(dec.small, dec.norm, jnp.linalg.norm(dec.residual), size)
+    projection = _Projection(dec.small, dec.norm, safe_norm(dec.residual), size)
     return dec.basis, projection, skewness
 
 

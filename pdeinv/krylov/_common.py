@@ -296,3 +296,41 @@ def check_finite_params(params: Any, where: str) -> Any:
                     )
         checked.append(leaf)
     return jax.tree_util.tree_unflatten(treedef, checked)
+
+
+_eigh_lapack = one_at_a_time_on_cpu(lambda h: tuple(jnp.linalg.eigh(h)))
+
+
+@jax.custom_jvp
+def eigh_small(h: Array) -> tuple[Array, Array]:
+    """``(eigenvalues, eigenvectors)`` of a small symmetric matrix, safe to differentiate.
+
+    The solvers only ever differentiate *spectral functions* ``f(H) = Q f(L) Q^T``
+    of these (matrix exponentials, their integrals), never an eigenvector on its
+    own.  jax's rule for ``eigh`` divides by every eigenvalue gap, which is 0/0
+    for the repeated eigenvalues that every zero-padded projection has after a
+    breakdown of the Krylov process (and inf for near copies), so forward mode
+    through a solve (``jax.jvp`` of ``jax.grad``) gave NaN.  This rule drops the
+    coupling between eigenvectors whose eigenvalues agree to ``k eps max|L|``:
+    rotations inside an eigenspace leave every ``f(H)`` unchanged, and the
+    padded block of a broken-down projection has a zero tangent, so for those
+    the derivative of ``f(H)`` is exact.  Batched one matrix at a time on CPU
+    (:func:`one_at_a_time_on_cpu`).
+    """
+    return _eigh_lapack(h)
+
+
+@eigh_small.defjvp
+def _eigh_small_jvp(primals, tangents):
+    (h,), (dh,) = primals, tangents
+    lam, q = eigh_small(h)
+    dh = 0.5 * (dh + jnp.swapaxes(dh, -1, -2))
+    rotated = jnp.swapaxes(q, -1, -2) @ dh @ q
+    gap = lam[..., None, :] - lam[..., :, None]  # gap[i, j] = lam_j - lam_i
+    k = lam.shape[-1]
+    floor = k * jnp.finfo(lam.dtype).eps * jnp.max(jnp.abs(lam), axis=-1, keepdims=True)
+    separated = jnp.abs(gap) > floor[..., None]
+    inverse_gap = jnp.where(separated, 1.0 / jnp.where(separated, gap, 1.0), 0.0)
+    dlam = jnp.diagonal(rotated, axis1=-2, axis2=-1)
+    dq = q @ (inverse_gap * rotated)
+    return (lam, q), (dlam, dq)

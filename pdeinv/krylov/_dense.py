@@ -23,12 +23,12 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Float
 
-from ._common import one_at_a_time_on_cpu
+from ._common import eigh_small, one_at_a_time_on_cpu
 
 __all__ = ["expm_small", "expm_sym_tridiag_e1"]
 
 _solve = one_at_a_time_on_cpu(jnp.linalg.solve)  # see there: batched LAPACK deadlocks
-_eigh = one_at_a_time_on_cpu(lambda x: tuple(jnp.linalg.eigh(x)))
+_eigh = eigh_small
 
 # Padé-13 numerator coefficients b_0..b_13 (Higham 2005, "The scaling and
 # squaring method for the matrix exponential revisited", Table 2.3).

@@ -85,7 +85,9 @@ def _recurrence(apply, *, bordered: bool = False) -> Process:
             alpha = jnp.where(first, jnp.zeros_like(alpha), alpha)
         w = w - alpha * q
         norm_w = safe_norm(w)
-        scale = jnp.maximum(scale, jnp.sqrt(b_prev**2 + alpha**2 + norm_w**2))
+        # The breakdown scale is a threshold, not a value: no derivative (whose
+        # sqrt at an exact breakdown would be 0/0 in forward mode).
+        scale = jnp.maximum(scale, jnp.sqrt(lax.stop_gradient(b_prev**2 + alpha**2 + norm_w**2)))
         broke = norm_w <= breakdown_tolerance(scale, q.dtype)
         num_steps = num_steps + active.astype(num_steps.dtype)
         active = active & ~broke

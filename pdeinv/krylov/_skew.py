@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 from jaxtyping import Array, Float
 
 from ._common import breakdown_tolerance, safe_norm, safe_normalize
@@ -76,7 +77,8 @@ def skew_lanczos_process(apply: Callable[[Array], Array]) -> Process:
         diagonal = jnp.dot(q, aq)
         w = aq + b_prev * q_prev
         norm_w = safe_norm(w)
-        scale = jnp.maximum(scale, jnp.sqrt(b_prev**2 + norm_w**2 + diagonal**2))
+        # A threshold, not a value: no derivative (0/0 at an exact breakdown).
+        scale = jnp.maximum(scale, jnp.sqrt(lax.stop_gradient(b_prev**2 + norm_w**2 + diagonal**2)))
         skew = jnp.maximum(skew, jnp.abs(diagonal))
         broke = norm_w <= breakdown_tolerance(scale, q.dtype)
         num_steps = num_steps + active.astype(num_steps.dtype)

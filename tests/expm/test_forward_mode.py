@@ -188,6 +188,143 @@ def test_forward_over_reverse_hessian_vector_product_for_lanczos():
     assert abs(float(hv) - exact) <= 1e-7 * abs(exact)
 
 
+def dense_second_derivatives(mats, p, v, w, t):
+    """``d^2/dp_i dp_j w^T exp(t sum_k p_k A_k) v``: second Fréchet derivatives, dense.
+
+    The (1, 3) block of ``exp`` of the 3 x 3 block matrix with ``t A`` on the
+    diagonal and ``t A_i``, ``t A_j`` above it is the mixed second derivative in
+    the order (i, j); the Hessian is its symmetrisation.
+    """
+    n = v.shape[0]
+    a = sum(pk * mk for pk, mk in zip(p, mats, strict=True))
+    z = np.zeros((n, n))
+    h = np.zeros((len(mats), len(mats)))
+    for i, ei in enumerate(mats):
+        for j, ej in enumerate(mats):
+            block = np.block([[t * a, t * ei, z], [z, t * a, t * ej], [z, z, t * a]])
+            h[i, j] = w @ scipy.linalg.expm(block)[:n, 2 * n :] @ v
+    return h + h.T
+
+
+def two_coefficient_heat(n):
+    """A stiff 1-D diffusion operator split in two coefficients (left/right halves)."""
+    lap = (-2 * np.eye(n) + np.eye(n, k=1) + np.eye(n, k=-1)) * n**2 / 4
+    half = np.diag((np.arange(n) < n // 2).astype(float))
+    left = 0.5 * (half @ lap + lap @ half)
+    return [left, lap - left]
+
+
+def test_eigh_small_tangent_is_finite_and_exact_at_repeated_eigenvalues():
+    # A broken-down Lanczos projection is zero-padded: repeated zero eigenvalues.
+    # jax's eigh rule gives 0/0 there; spectral functions must still get their
+    # exact derivative (checked against expm_frechet).
+    from pdeinv.krylov._common import eigh_small
+
+    rng = np.random.default_rng(30)
+    b = rng.standard_normal((4, 4))
+    t4 = -(b @ b.T)
+    h = np.zeros((7, 7))
+    h[:4, :4] = t4
+    dh = np.zeros((7, 7))
+    db = rng.standard_normal((4, 4))
+    dh[:4, :4] = db + db.T
+
+    def exp_e1(x):
+        lam, q = eigh_small(x)
+        return q @ (jnp.exp(lam) * q[0, :])
+
+    _, tangent = jax.jvp(exp_e1, (jnp.asarray(h),), (jnp.asarray(dh),))
+    exact = scipy.linalg.expm_frechet(h, dh, compute_expm=False)[:, 0]
+    assert np.all(np.isfinite(tangent))
+    assert rel(tangent, exact) <= 1e-12
+
+
+@pytest.mark.slow  # ~40 s per checkpoint policy (compiling forward over reverse)
+@pytest.mark.parametrize("checkpoint", ["trajectory", "states", "bases"])
+def test_hessian_of_a_stiff_problem_matches_the_dense_second_derivative(checkpoint):
+    # jax.hessian (forward over reverse) at t||A|| ~ 3e3, tol 1e-6 .. 1e-10: the
+    # adjoint sweep's own JVP rule takes every quadrature sum in full (its SVD
+    # truncation and the trajectory basis represent M, not dM).
+    n, t = 40, 2.0
+    mats = two_coefficient_heat(n)
+    rng = np.random.default_rng(31)
+    v, w = rng.standard_normal(n), rng.standard_normal(n)
+    p0 = np.array([1.0, 0.7])
+    exact = dense_second_derivatives(mats, p0, v, w, t)
+    a1, a2 = (jnp.asarray(m) for m in mats)
+
+    for tol in (1e-6, 1e-10):
+
+        def loss(p, tol=tol):
+            y = expm_multiply(
+                lambda x, p: p[0] * (a1 @ x) + p[1] * (a2 @ x),
+                jnp.asarray(v),
+                p,
+                t,
+                tol=tol,
+                method="lanczos",
+                checkpoint=checkpoint,
+            )
+            return jnp.dot(jnp.asarray(w), y)
+
+        hess = np.asarray(jax.hessian(loss)(jnp.asarray(p0)))
+        assert np.abs(hess - exact).max() <= 100 * tol * np.abs(exact).max()
+
+
+@pytest.mark.slow  # ~20 s of compilation
+def test_hessian_vector_product_after_a_krylov_breakdown_is_finite_and_exact():
+    # v = ones on a 1-D Dirichlet Laplacian of size 6 spans a 3-dimensional Krylov
+    # space: the Lanczos process breaks down and pads its projection with zeros
+    # (this gave NaN before the breakdown-safe eigh rule).
+    n = 6
+    lap = -2 * np.eye(n) + np.eye(n, k=1) + np.eye(n, k=-1)
+    w = np.random.default_rng(32).standard_normal(n)
+    a0 = jnp.asarray(lap)
+
+    def loss(p):
+        y = expm_multiply(lambda x, p: p * (a0 @ x), jnp.ones(n), p, 1.0, method="lanczos")
+        return jnp.dot(jnp.asarray(w), y)
+
+    _, hv = jax.jvp(jax.grad(loss), (1.0,), (1.0,))
+    exact = w @ lap @ lap @ scipy.linalg.expm(lap) @ np.ones(n)
+    assert abs(float(hv) - exact) <= 1e-6 * abs(exact)
+
+
+@pytest.mark.slow  # ~30 s of compilation
+def test_hessian_of_a_skew_problem_matches_the_dense_second_derivative():
+    n = 30
+    rng = np.random.default_rng(33)
+    shift = np.diag(np.ones(n - 1), 1) * 40.0
+    block = np.zeros((n, n))
+    block[:10, 10:20] = rng.standard_normal((10, 10))
+    mats = [shift - shift.T, block - block.T]
+    v, w = rng.standard_normal(n), rng.standard_normal(n)
+    p0 = np.array([1.0, 0.5])
+    exact = dense_second_derivatives(mats, p0, v, w, 1.0)
+    a1, a2 = (jnp.asarray(m) for m in mats)
+
+    def loss(p):
+        y = expm_multiply(
+            lambda x, p: p[0] * (a1 @ x) + p[1] * (a2 @ x),
+            jnp.asarray(v),
+            p,
+            1.0,
+            tol=1e-8,
+            method="skew-lanczos",
+        )
+        return jnp.dot(jnp.asarray(w), y)
+
+    hess = np.asarray(jax.hessian(loss)(jnp.asarray(p0)))
+    assert np.abs(hess - exact).max() <= 1e-6 * np.abs(exact).max()
+
+
+def test_second_derivatives_of_arnoldi_are_refused_with_a_clear_error():
+    params, v = diffusion_problem(8, 10.0, seed=34)
+    f = lambda p: jnp.sum(expm_multiply(diffusion_matvec, v, p, 1.0, method="arnoldi") ** 2)  # noqa: E731
+    with pytest.raises(NotImplementedError, match="second derivatives"):
+        jax.jvp(jax.grad(f), (params,), (params,))
+
+
 def test_discrete_gradient_has_reverse_mode_only():
     params, v = diffusion_problem(8, 10.0, seed=20)
     f = lambda p: expm_multiply(  # noqa: E731

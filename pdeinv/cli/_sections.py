@@ -257,11 +257,6 @@ class RunConfig:
         """The resolved config dict (lists and plain dicts, keys in schema order)."""
         return _thaw(self)
 
-    @property
-    def is_float64(self) -> bool:
-        """Whether the run computes in float64 (``precision``)."""
-        return self.precision == "float64"
-
 
 _SECTIONS = {
     "model": ModelSection,

@@ -81,10 +81,13 @@ def run_method(
     from pdeinv.cli._common import configure_jax
     from pdeinv.cli._config import load_config
     from pdeinv.cli._experiment import build_experiment, fit_experiment
+    from pdeinv.cli._sections import RunConfig
     from pdeinv.inverse import STATUS_NAMES, relative_error
 
-    config = load_config(config_path, [*overrides, f"optimizer.method={method}"])
-    configure_jax(config)
+    config = RunConfig.from_dict(
+        load_config(config_path, [*overrides, f"optimizer.method={method}"])
+    )
+    configure_jax(config.precision)
     experiment = build_experiment(config)
     if tangent == "fd" and method == "newton_cg":
         use_finite_difference_tangents(experiment.problem)

@@ -32,12 +32,13 @@ from pdeinv import inverse
 from pdeinv.cli._common import configure_jax
 from pdeinv.cli._config import load_config
 from pdeinv.cli._experiment import build_experiment, fit_experiment
+from pdeinv.cli._sections import RunConfig
 from pdeinv.cli._uncertainty import posterior_options
 
 
 def run(config_path: str, ranks, method: str, overrides) -> list[dict]:
-    config = load_config(config_path, overrides)
-    configure_jax(config)
+    config = RunConfig.from_dict(load_config(config_path, overrides))
+    configure_jax(config.precision)
     experiment = build_experiment(config)
     outcome = fit_experiment(experiment)
     field = experiment.problem.parameters.field

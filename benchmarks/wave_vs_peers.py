@@ -45,6 +45,7 @@ def main(argv=None) -> int:
     pdeinv.limit_blas_threads()  # see pdeinv/_threads.py
     from pdeinv.cli._compare import problem_from_config
     from pdeinv.cli._config import load_config
+    from pdeinv.cli._sections import RunConfig
     from pdeinv.reference._compare import (
         DEFAULT_SOLVERS,
         compare,
@@ -55,7 +56,7 @@ def main(argv=None) -> int:
 
     results, tables = {}, []
     for n in args.grids:
-        config = load_config(str(CONFIG), [f"model.grid=[{n}, {n}]"])
+        config = RunConfig.from_dict(load_config(str(CONFIG), [f"model.grid=[{n}, {n}]"]))
         problem = problem_from_config(config)
         result = compare(
             problem,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .._threads import limit_blas_threads
 from ._config import ConfigError, load_config
+from ._sections import RunConfig
 
 
 def add_config_arguments(parser, *, overrides: bool = True) -> None:
@@ -32,32 +33,34 @@ def add_config_arguments(parser, *, overrides: bool = True) -> None:
         )
 
 
-def configure_jax(config: dict) -> None:
-    """Precision and threads of the run: the CLI (never the library) sets them."""
+def configure_jax(precision: str) -> None:
+    """Precision (``"float64"`` or ``"float32"``) and threads of the run: the CLI (never
+    the library) sets them."""
     import jax
 
-    jax.config.update("jax_enable_x64", config["precision"] == "float64")
+    jax.config.update("jax_enable_x64", precision == "float64")
     # One BLAS thread: XLA already uses the cores, and the integrator's small
     # LAPACK kernels slow down ~100x under competing BLAS threads (pdeinv._threads).
     limit_blas_threads(1)
 
 
-def prepare(args) -> dict:
-    """Load + validate the config and set up JAX for it."""
-    config = load_config(args.config, getattr(args, "overrides", ()) or ())
-    configure_jax(config)
+def prepare(args) -> RunConfig:
+    """Load + validate the config, read it into sections, and set up JAX for it."""
+    config = RunConfig.from_dict(load_config(args.config, getattr(args, "overrides", ()) or ()))
+    configure_jax(config.precision)
     return config
 
 
-def run_folder(config: dict, out: str | None, force: bool) -> Path:
-    """Create the run folder; refuse to overwrite unless ``force``."""
+def run_folder(name: str, out: str | None, force: bool) -> Path:
+    """Create the run folder (default ``runs/<name>-<timestamp>``); refuse to overwrite
+    unless ``force``."""
     if out is None:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        folder = Path("runs") / f"{config['name']}-{stamp}"
+        folder = Path("runs") / f"{name}-{stamp}"
         suffix = 1
         while folder.exists():  # two runs started within the same second
             suffix += 1
-            folder = Path("runs") / f"{config['name']}-{stamp}-{suffix}"
+            folder = Path("runs") / f"{name}-{stamp}-{suffix}"
     else:
         folder = Path(out)
     if folder.exists():

@@ -6,6 +6,7 @@ import datetime
 from pathlib import Path
 
 from ._common import add_config_arguments, prepare, run_folder
+from ._sections import RunConfig
 
 _DEFAULT_BUDGET_S = 240.0
 
@@ -62,7 +63,7 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def problem_from_config(config: dict):
+def problem_from_config(config: RunConfig):
     """The config's problem at its true parameters, with the data misfit as the loss."""
     import jax.numpy as jnp
 
@@ -70,7 +71,7 @@ def problem_from_config(config: dict):
     from ._config import ConfigError
     from ._experiment import build_experiment
 
-    if config["data"]["source"] != "synthetic":
+    if config.data.source != "synthetic":
         raise ConfigError("compare needs data.source = synthetic (it runs at the true parameters)")
     experiment = build_experiment(config)
     problem = experiment.problem
@@ -89,7 +90,7 @@ def problem_from_config(config: dict):
         params=experiment.true_params,
         times=problem.times,
         loss=misfit,
-        name=config["name"],
+        name=config.name,
         pdeinv_options=options,
     )
 
@@ -101,9 +102,9 @@ def run(args) -> int:
     out = args.out
     if out is None:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = str(Path("runs") / f"{config['name']}-compare-{stamp}")
+        out = str(Path("runs") / f"{config.name}-compare-{stamp}")
     configs = solver_configs(args.solvers, args.tols)  # validates before any work
-    folder = run_folder(config, out, args.force)
+    folder = run_folder(config.name, out, args.force)
     problem = problem_from_config(config)
     say = (lambda line: None) if args.quiet else (lambda line: print(line, flush=True))
     result = compare(

@@ -1,8 +1,10 @@
-"""From a resolved config to the objects of a run, and from a finished fit to a run folder.
+"""From the sections of a resolved config to the objects of a run, and from a finished fit
+to a run folder.
 
 The wiring lives here (which builder, which regulariser, which optimiser); the
 computation is done by :mod:`pdeinv.models`, :mod:`pdeinv.inverse`,
-:mod:`pdeinv.reference` and :mod:`pdeinv.report`.
+:mod:`pdeinv.reference` and :mod:`pdeinv.report`.  Every builder takes the typed
+sections (:mod:`pdeinv.cli._sections`) it reads, never the config dict.
 """
 
 from __future__ import annotations
@@ -20,6 +22,17 @@ import numpy as np
 from .. import inverse, report
 from ..models._model import Model
 from ._config import ConfigError, dump_config
+from ._sections import (
+    ModelSection,
+    ObservationsSection,
+    OptimizerSection,
+    ParameterizationSection,
+    RegularizationSection,
+    RunConfig,
+    SolverSection,
+    SourceSpec,
+    TruthSection,
+)
 
 # Which model parameter holds the nodal log-coefficient, and how to call it.
 _FIELD_PARAM = {"heat": "log_kappa", "advection_diffusion": "log_kappa", "wave": "log_c"}
@@ -28,9 +41,9 @@ _COEFFICIENT = {"heat": "kappa", "advection_diffusion": "kappa", "wave": "c"}
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Experiment:
-    """Everything a fit needs, built from a resolved config."""
+    """Everything a fit needs, built from the sections of a resolved config."""
 
-    config: dict
+    config: RunConfig
     model: Model
     coefficient: str  # "kappa" or "c"
     true_field: np.ndarray | None  # coefficient values (not log) on the nodes
@@ -54,40 +67,78 @@ class Experiment:
         return self.x0.dtype
 
 
-def solver_options(config: dict) -> dict:
-    """Keyword arguments for :func:`pdeinv.models.simulate`."""
+@dataclasses.dataclass(frozen=True)
+class FieldMaker:
+    """Evaluates a field name or expression on nodes (``truth`` shapes, ``seed``).
+
+    Called as ``fields(key, expression, points, positive=...)``; errors are
+    :class:`ConfigError` naming the YAML ``key``.
+    """
+
+    truth: TruthSection
+    seed: int
+
+    def __call__(self, key: str, expression: str, points, *, positive: bool) -> np.ndarray:
+        try:
+            values = inverse.make_field(expression, points, _field_spec(self.truth), seed=self.seed)
+        except ValueError as err:
+            raise ConfigError(f"{key}: {err}") from None
+        if not np.all(np.isfinite(values)):
+            raise ConfigError(f"{key} = {expression!r} is not finite at every node")
+        if positive and np.any(values <= 0):
+            raise ConfigError(f"{key} = {expression!r} must be positive at every node")
+        return values
+
+
+def solver_options(solver: SolverSection) -> dict:
+    """Keyword arguments for :func:`pdeinv.models.simulate` from ``solver``."""
     options = {
-        "tol": config["solver"]["tol"],
-        "krylov_dim": config["solver"]["krylov_dim"],
-        "max_steps": config["solver"]["max_steps"],
-        "checkpoint": config["solver"]["checkpoint"],
+        "tol": solver.tol,
+        "krylov_dim": solver.krylov_dim,
+        "max_steps": solver.max_steps,
+        "checkpoint": solver.checkpoint,
     }
-    if config["solver"]["method"] != "auto":
-        options["method"] = config["solver"]["method"]
+    if solver.method != "auto":
+        options["method"] = solver.method
     return options
 
 
-def build_space(config: dict):
+def build_space(model: ModelSection):
+    """The grid or the mesh of ``model``."""
     from ..discretize import grid, read_mesh
 
-    model = config["model"]
-    if model["mesh"] is not None:
-        return read_mesh(model["mesh"])
-    return grid(tuple(model["grid"]), lower=tuple(model["lower"]), upper=tuple(model["upper"]))
+    if model.mesh is not None:
+        return read_mesh(model.mesh)
+    return grid(model.grid, lower=model.lower, upper=model.upper)
 
 
-def build_model(config: dict, space, params: dict, u0_field: np.ndarray, dtype) -> Model:
-    """The model of ``config['model']`` on ``space`` with parameter values ``params``."""
+def build_model(
+    section: ModelSection,
+    space,
+    params: dict,
+    u0_field: np.ndarray,
+    dtype,
+    *,
+    sources: tuple[SourceSpec, ...],
+    fields: FieldMaker,
+) -> Model:
+    """The model of ``section`` on ``space`` with parameter values ``params``.
+
+    ``sources`` and ``fields`` (which evaluates a capacity or a volume source
+    expression) matter for heat only.
+    """
     from .. import models
 
-    pde = config["model"]["pde"]
-    bc = _boundary(config, space)
+    bc = _boundary(section, space)
     u0 = jnp.asarray(u0_field, dtype)
     params = {k: jnp.asarray(v, dtype) for k, v in params.items()}
-    if pde == "heat":
-        heat_options = {"capacity": _capacity(config, space), "sources": _sources(config, space)}
+    if section.pde == "heat":
+        heat_options = {
+            "capacity": _capacity(section, space, fields),
+            "sources": _sources(sources, space, fields),
+        }
         try:
-            if config["model"]["mesh"] is not None:
+            if section.mesh is not None:
                 boundary = None if bc == "neumann" else bc
                 return models.heat_p1(
                     space, params["log_kappa"], u0, boundary=boundary, **heat_options
@@ -95,18 +146,18 @@ def build_model(config: dict, space, params: dict, u0_field: np.ndarray, dtype) 
             return models.heat_fd(space, params["log_kappa"], u0, bc=bc, **heat_options)
         except ValueError as err:
             raise ConfigError(str(err)) from None
-    if pde == "wave":
-        return models.wave_fd(space, params["log_c"], u0, bc=bc, form=config["model"]["wave_form"])
+    if section.pde == "wave":
+        return models.wave_fd(space, params["log_c"], u0, bc=bc, form=section.wave_form)
     return models.advection_diffusion_fd(space, params["log_kappa"], params["velocity"], u0, bc=bc)
 
 
-def _boundary(config: dict, space):
+def _boundary(section: ModelSection, space):
     """``model.boundary`` checked against the sides of the grid or the tags of the mesh."""
     from ..discretize import boundary_conditions, mesh_boundary_conditions
 
-    bc = config["model"]["boundary"]
+    bc = section.boundary
     try:
-        if config["model"]["mesh"] is not None:
+        if section.mesh is not None:
             mesh_boundary_conditions(space, bc)
             return bc
         return boundary_conditions(space, bc)
@@ -114,92 +165,70 @@ def _boundary(config: dict, space):
         raise ConfigError(f"model.boundary: {err}") from None
 
 
-def _capacity(config: dict, space):
+def _capacity(section: ModelSection, space, fields: FieldMaker):
     """Nodal capacity of ``model.capacity``, or ``None`` for the default 1."""
-    capacity = config["model"]["capacity"]
+    capacity = section.capacity
     if isinstance(capacity, float):
         return None if capacity == 1.0 else capacity
-    return _field(config, "model.capacity", capacity, space.points, positive=True)
+    return fields("model.capacity", capacity, space.points, positive=True)
 
 
-def _sources(config: dict, space) -> list:
+def _sources(sources: tuple[SourceSpec, ...], space, fields: FieldMaker) -> list:
     """``sources`` as :class:`~pdeinv.models.PointSource` / ``VolumeSource`` objects."""
     from ..models import PointSource, VolumeSource
 
     out = []
-    for i, src in enumerate(config["sources"]):
-        times = {"start": src["start"], "stop": src["stop"]}
-        if "location" in src:
-            if len(src["location"]) != space.dim:
+    for i, src in enumerate(sources):
+        times = {"start": src.start, "stop": src.stop}
+        if src.location is not None:
+            if len(src.location) != space.dim:
                 raise ConfigError(
                     f"sources[{i}].location must have {space.dim} coordinates, got "
-                    f"{src['location']}"
+                    f"{list(src.location)}"
                 )
-            out.append(PointSource(src["location"], src["rate"], **times))
+            out.append(PointSource(list(src.location), src.rate, **times))
         else:
-            field = _field(
-                config, f"sources[{i}].field", src["field"], space.points, positive=False
-            )
-            out.append(VolumeSource(field, src["rate"], **times))
+            field = fields(f"sources[{i}].field", src.field, space.points, positive=False)
+            out.append(VolumeSource(field, src.rate, **times))
     return out
 
 
-def _field_spec(config: dict, dim: int) -> inverse.FieldSpec:
-    truth = config["truth"]
+def _field_spec(truth: TruthSection) -> inverse.FieldSpec:
     return inverse.FieldSpec(
-        background=truth["background"],
-        contrast=truth["contrast"],
-        center=tuple(truth["center"]),
-        radius=truth["radius"],
-        smooth_amplitude=truth["smooth_amplitude"],
-        num_features=truth["num_features"],
+        background=truth.background,
+        contrast=truth.contrast,
+        center=truth.center,
+        radius=truth.radius,
+        smooth_amplitude=truth.smooth_amplitude,
+        num_features=truth.num_features,
     )
 
 
-def _field(config: dict, key: str, expression: str, points, *, positive: bool) -> np.ndarray:
-    try:
-        values = inverse.make_field(
-            expression, points, _field_spec(config, points.shape[1]), seed=config["seed"]
-        )
-    except ValueError as err:
-        raise ConfigError(f"{key}: {err}") from None
-    if not np.all(np.isfinite(values)):
-        raise ConfigError(f"{key} = {expression!r} is not finite at every node")
-    if positive and np.any(values <= 0):
-        raise ConfigError(f"{key} = {expression!r} must be positive at every node")
-    return values
-
-
-def _observation(config: dict, space, sensors_from_file=None):
-    obs = config["observations"]
+def _observation(obs: ObservationsSection, seed: int, space, sensors_from_file=None):
+    """``(kind, observation operator)`` of ``observations`` (or the data file's sensors)."""
+    sensors = obs.sensors
     if sensors_from_file is not None:
-        return "sensors", inverse.PointSensors.at(
-            space, sensors_from_file, obs["sensors"]["interpolation"]
-        )
-    if obs["kind"] == "full":
+        return "sensors", inverse.PointSensors.at(space, sensors_from_file, sensors.interpolation)
+    if obs.kind == "full":
         return "full", inverse.FullField(space)
-    sensors = obs["sensors"]
-    if sensors["points"] is not None:
-        points = np.asarray(sensors["points"], dtype=float)
+    if sensors.points is not None:
+        points = np.asarray(sensors.points, dtype=float)
         if points.shape[1] != space.dim:
             raise ConfigError(
                 f"observations.sensors.points must have {space.dim} coordinates per point"
             )
     else:
-        points = inverse.sensor_layout(
-            space, sensors["count"], sensors["layout"], seed=config["seed"]
-        )
-    return "sensors", inverse.PointSensors.at(space, points, sensors["interpolation"])
+        points = inverse.sensor_layout(space, sensors.count, sensors.layout, seed=seed)
+    return "sensors", inverse.PointSensors.at(space, points, sensors.interpolation)
 
 
-def _parameterization(config: dict, space):
-    par = config["parameterization"]
+def _parameterization(par: ParameterizationSection, space):
     try:
-        if par["kind"] == "nodal":
+        if par.kind == "nodal":
             return inverse.NodalField(space.num_nodes)
-        if par["kind"] == "regions":
-            return inverse.PiecewiseConstant.boxes(space, par["regions"])
-        return inverse.CoarseGrid.build(space, par["coarse_grid"])
+        if par.kind == "regions":
+            return inverse.PiecewiseConstant.boxes(space, list(par.regions))
+        return inverse.CoarseGrid.build(space, list(par.coarse_grid))
     except ValueError as err:
         raise ConfigError(f"parameterization: {err}") from None
 
@@ -269,188 +298,255 @@ def _check_finite_data(name: str, values) -> None:
     raise ConfigError(f"data.file: {name} {verb} {count} non-finite {plural}{where}")
 
 
-def build_experiment(config: dict, *, with_data: bool = True, devices=None) -> Experiment:
-    """Space, model, data and inverse problem of a resolved config.
+@dataclasses.dataclass(frozen=True)
+class _Measured:
+    """What the data source gives before the model exists (``data.source``)."""
 
-    With several experiments (config ``experiments``) the problem is a
+    times: np.ndarray
+    true_field: np.ndarray | None  # the coefficient, synthetic or the file's `truth`
+    observations: np.ndarray | None = None  # data.file only, as the remaining fields
+    sensors: np.ndarray | None = None
+    sigma: np.ndarray | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Data:
+    """The data a problem fits, with the truth behind synthetic data."""
+
+    data: np.ndarray
+    sigma: Any
+    clean: np.ndarray | None
+    true_params: dict | None
+
+
+def build_experiment(config: RunConfig, *, devices=None) -> Experiment:
+    """Space, model, data and inverse problem of the sections of a resolved config.
+
+    With several experiments (``experiments``) the problem is a
     :class:`~pdeinv.inverse.MultiExperimentProblem`, split over ``devices``
     (``None``: all JAX devices, or a count).
     """
-    from ._scale import device_mesh, initial_condition_fields
+    from ._scale import device_mesh
 
     start = time.perf_counter()
-    dtype = jnp.float64 if config["precision"] == "float64" else jnp.float32
-    pde = config["model"]["pde"]
+    dtype = jnp.float64 if config.precision == "float64" else jnp.float32
+    fields = FieldMaker(config.truth, config.seed)
     try:
-        space = build_space(config)
+        space = build_space(config.model)
     except (OSError, ValueError) as err:
         raise ConfigError(f"model: {err}") from None
-    points = space.points
-    u0_field = _field(
-        config, "model.initial_condition", config["model"]["initial_condition"], points,
-        positive=False,
+    initial_fields = _initial_fields(config, space, fields)
+    measured, build_params = _measure(config, space, fields)
+    # The model's own u0 is the first experiment's.
+    model = build_model(
+        config.model, space, build_params, initial_fields[0], dtype,
+        sources=config.sources, fields=fields,
     )  # fmt: skip
-    field_param = _FIELD_PARAM[pde]
-    extra_true = {}
-    if pde == "advection_diffusion":
-        velocity = np.asarray(config["truth"]["velocity"], dtype=float)
-        if velocity.size != space.dim:
-            raise ConfigError(f"truth.velocity must have {space.dim} entries")
-        extra_true["velocity"] = velocity
-
-    synthetic = config["data"]["source"] == "synthetic"
-    true_field = None
-    sensors_from_file = sigma_file = None
-    if synthetic:
-        true_field = _field(config, "truth.field", config["truth"]["field"], points, positive=True)
-        times = np.asarray(config["observations"]["times"], dtype=float)
-    else:
-        times, observations, sensors_from_file, sigma_file, true_field = _load_data_file(
-            config["data"]["file"], space
-        )
-    initial_value = config["parameterization"]["initial_value"]
-    build_field = true_field if true_field is not None else np.full(space.num_nodes, initial_value)
-    build_params = {field_param: np.log(build_field), **extra_true}
-    if pde == "advection_diffusion" and "velocity" not in build_params:
-        build_params["velocity"] = np.asarray(config["parameterization"]["initial_velocity"])
-    initial_fields = initial_condition_fields(config, space, _field)
-    multiple = len(initial_fields) > 1
-    u0_field = initial_fields[0]  # the model's own u0 is the first experiment's
-    model = build_model(config, space, build_params, u0_field, dtype)
-    initial_states = None
-    if multiple:
-        initial_states = jnp.stack(
-            [model.state_from_field(jnp.asarray(f, dtype)) for f in initial_fields]
-        )
+    initial_states = _initial_states(model, initial_fields, dtype)
     sharding, device_layout = device_mesh(devices, len(initial_fields))
-    observation_kind, observation = _observation(config, space, sensors_from_file)
-    solver = solver_options(config)
+    observation_kind, observation = _observation(
+        config.observations, config.seed, space, measured.sensors
+    )
+    solver = solver_options(config.solver)
+    data = _make_data(
+        config, model, build_params, measured, observation, solver, initial_states, dtype
+    )
+    parameters, initial_extra = _parameter_map(config, space, model)
+    regularizer, prior_log = _regularizer(config, space)
+    problem = _problem(
+        config, model, measured.times, parameters, observation, data, regularizer, solver,
+        initial_states, sharding,
+    )  # fmt: skip
+    linear = config.parameterization.kind == "initial_condition"  # the unknown is u(0)
+    start_value = 0.0 if linear else np.log(config.parameterization.initial_value)
+    synthetic = config.data.source == "synthetic"
+    return Experiment(
+        config=config,
+        model=model,
+        coefficient=inverse.INITIAL_CONDITION if linear else _COEFFICIENT[config.model.pde],
+        true_field=(initial_fields[0] if synthetic else None) if linear else measured.true_field,
+        true_params=data.true_params,
+        clean_data=data.clean,
+        problem=problem,
+        x0=parameters.initial(start_value, initial_extra, dtype=np.dtype(dtype)),
+        optimizer=build_optimizer(config.optimizer, parameters, bounded=not linear),
+        observation_kind=observation_kind,
+        build_time_s=time.perf_counter() - start,
+        device_layout=device_layout,
+        log_field=not linear,
+        prior_center=parameters.initial(prior_log, initial_extra, dtype=float),
+    )
 
-    clean = None
-    if synthetic:
-        true_params = {k: jnp.asarray(v, dtype) for k, v in build_params.items()}
-        true_params = {**model.params, **true_params}
-        from ..models import simulate_sources
 
-        if multiple:
-            from ..inverse._experiments import simulate_experiments
+def _initial_fields(config: RunConfig, space, fields: FieldMaker) -> list[np.ndarray]:
+    """Nodal initial condition of every experiment (``experiments``, ``model``)."""
+    from ._scale import initial_condition_fields
 
-            states = simulate_experiments(
-                model, true_params, jnp.asarray(times, dtype), initial_states,
-                batch_size=config["experiments"]["batch_size"], **solver,
-            )  # fmt: skip
-        else:
-            states = simulate_sources(model, true_params, np.asarray(times, dtype), **solver)
-        clean = np.asarray(observation(model.observe(states)), dtype=float)
-        data, sigma = inverse.add_noise(clean, config["noise"]["level"], seed=config["seed"])
+    # Checked even where experiments replace it: a bad expression is an error either way.
+    fields("model.initial_condition", config.model.initial_condition, space.points,
+           positive=False)  # fmt: skip
+    return initial_condition_fields(
+        config.experiments, config.model.initial_condition, config.seed, space, fields
+    )
+
+
+def _true_velocity(config: RunConfig, space) -> np.ndarray | None:
+    """``truth.velocity`` of an advection–diffusion model (else ``None``)."""
+    if config.model.pde != "advection_diffusion":
+        return None
+    velocity = np.asarray(config.truth.velocity, dtype=float)
+    if velocity.size != space.dim:
+        raise ConfigError(f"truth.velocity must have {space.dim} entries")
+    return velocity
+
+
+def _initial_states(model, initial_fields, dtype):
+    """The stacked initial states of several experiments, ``None`` for one."""
+    if len(initial_fields) == 1:
+        return None
+    return jnp.stack([model.state_from_field(jnp.asarray(f, dtype)) for f in initial_fields])
+
+
+def _measure(config: RunConfig, space, fields: FieldMaker) -> tuple[_Measured, dict]:
+    """What the data source gives (``truth`` or ``data.file``) and the model's parameters."""
+    true_velocity = _true_velocity(config, space)
+    if config.data.source == "synthetic":
+        true_field = fields("truth.field", config.truth.field, space.points, positive=True)
+        measured = _Measured(np.asarray(config.observations.times, dtype=float), true_field)
     else:
-        true_params = None
-        data = observations
-        if sigma_file is not None:
-            sigma = np.asarray(sigma_file, dtype=float)
+        times, observations, sensors, sigma, true_field = _load_data_file(config.data.file, space)
+        measured = _Measured(times, true_field, observations, sensors, sigma)
+    return measured, _model_params(config, space, true_field, true_velocity)
+
+
+def _model_params(config: RunConfig, space, true_field, true_velocity) -> dict:
+    """Parameters the model is built with: the truth's, else the optimiser's start."""
+    if true_field is None:
+        true_field = np.full(space.num_nodes, config.parameterization.initial_value)
+    params = {_FIELD_PARAM[config.model.pde]: np.log(true_field)}
+    if true_velocity is not None:
+        params["velocity"] = true_velocity
+    return params
+
+
+def _make_data(
+    config: RunConfig, model, params, measured, observation, solver, initial_states, dtype
+) -> _Data:
+    """Synthetic data (simulated at ``params`` + ``noise``) or the data file's, with sigma."""
+    if config.data.source != "synthetic":
+        data = measured.observations
+        if measured.sigma is not None:
+            sigma = np.asarray(measured.sigma, dtype=float)
         else:
             rms = float(np.sqrt(np.mean(data**2))) or 1.0
-            sigma = max(config["noise"]["level"], 1e-3) * rms
+            sigma = max(config.noise.level, 1e-3) * rms
+        return _Data(data, sigma, None, None)
+    from ..models import simulate_sources
 
-    extras = ()
-    initial_extra = {}
-    if pde == "advection_diffusion" and config["parameterization"]["fit_velocity"]:
-        extras = (("velocity", space.dim),)
-        initial_velocity = np.asarray(config["parameterization"]["initial_velocity"], dtype=float)
-        if initial_velocity.size != space.dim:
-            raise ConfigError(f"parameterization.initial_velocity must have {space.dim} entries")
-        initial_extra["velocity"] = initial_velocity
-    initial_condition = config["parameterization"]["kind"] == "initial_condition"
-    reg = config["regularization"]
-    prior = reg["prior_mean"] if reg["prior_mean"] is not None else initial_value
-    prior_log = 0.0 if initial_condition else float(np.log(prior))
-    if initial_condition:
+    true_params = {k: jnp.asarray(v, dtype) for k, v in params.items()}
+    true_params = {**model.params, **true_params}
+    times = measured.times
+    if initial_states is not None:
+        from ..inverse._experiments import simulate_experiments
+
+        states = simulate_experiments(
+            model, true_params, jnp.asarray(times, dtype), initial_states,
+            batch_size=config.experiments.batch_size, **solver,
+        )  # fmt: skip
+    else:
+        states = simulate_sources(model, true_params, np.asarray(times, dtype), **solver)
+    clean = np.asarray(observation(model.observe(states)), dtype=float)
+    data, sigma = inverse.add_noise(clean, config.noise.level, seed=config.seed)
+    return _Data(data, sigma, clean, true_params)
+
+
+def _parameter_map(config: RunConfig, space, model) -> tuple[inverse.ParameterMap, dict]:
+    """The unknowns (``parameterization``) and the start values of their extra parameters."""
+    par = config.parameterization
+    if par.kind == "initial_condition":
         # The initial state is the unknown (a linear problem); the coefficient is the truth's.
         parameters = inverse.ParameterMap(
             inverse.NodalField(space.num_nodes), inverse.INITIAL_CONDITION, dict(model.params)
         )
-    else:
-        parameters = inverse.ParameterMap(
-            _parameterization(config, space), field_param, dict(model.params), extras
-        )
+        return parameters, {}
+    extras, initial_extra = (), {}
+    if config.model.pde == "advection_diffusion" and par.fit_velocity:
+        extras = (("velocity", space.dim),)
+        initial_velocity = np.asarray(par.initial_velocity, dtype=float)
+        if initial_velocity.size != space.dim:
+            raise ConfigError(f"parameterization.initial_velocity must have {space.dim} entries")
+        initial_extra["velocity"] = initial_velocity
+    parameters = inverse.ParameterMap(
+        _parameterization(par, space), _FIELD_PARAM[config.model.pde], dict(model.params), extras
+    )
+    return parameters, initial_extra
+
+
+def _regularizer(config: RunConfig, space):
+    """``(regulariser, prior mean of the unknown field)`` of ``regularization``."""
+    reg: RegularizationSection = config.regularization
+    prior = reg.prior_mean if reg.prior_mean is not None else config.parameterization.initial_value
+    initial_condition = config.parameterization.kind == "initial_condition"
+    prior_log = 0.0 if initial_condition else float(np.log(prior))
     try:
         regularizer = inverse.make_regularizer(
-            reg["kind"], space, mean=prior_log, epsilon=reg["tv_epsilon"],
-            correlation_length=reg["correlation_length"], variance=reg["prior_variance"],
+            reg.kind, space, mean=prior_log, epsilon=reg.tv_epsilon,
+            correlation_length=reg.correlation_length, variance=reg.prior_variance,
         )  # fmt: skip
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    problem_class, multi_options = inverse.InverseProblem, {}
-    if initial_condition:
-        multi_options = {"forward": inverse.initial_condition_forward}
-    if multiple:
+    return regularizer, prior_log
+
+
+def _problem(config: RunConfig, model, times, parameters, observation, data: _Data,
+             regularizer, solver, initial_states, sharding):  # fmt: skip
+    """The inverse problem: one experiment, several (``initial_states``), or the initial state."""
+    problem_class, options = inverse.InverseProblem, {}
+    if config.parameterization.kind == "initial_condition":
+        options = {"forward": inverse.initial_condition_forward}
+    if initial_states is not None:
         from ..inverse._experiments import MultiExperimentProblem
 
         problem_class = MultiExperimentProblem
-        multi_options = dict(
+        options = dict(
             initial_states=initial_states, sharding=sharding,
-            batch_size=config["experiments"]["batch_size"],
+            batch_size=config.experiments.batch_size,
         )  # fmt: skip
-    problem = problem_class(
+    return problem_class(
         model=model,
         times=times,
         parameters=parameters,
         observation=observation,
-        data=np.asarray(data),
-        sigma=sigma,
+        data=np.asarray(data.data),
+        sigma=data.sigma,
         regularizer=regularizer,
-        weight=reg["weight"],
+        weight=config.regularization.weight,
         solver=solver,
-        **multi_options,
+        **options,
     )
-    start_value = 0.0 if initial_condition else np.log(initial_value)
-    x0 = parameters.initial(start_value, initial_extra, dtype=np.dtype(dtype))
-    prior_center = parameters.initial(prior_log, initial_extra, dtype=float)
-    opt = config["optimizer"]
-    # The initial state is no log-coefficient: no bounds on it.
-    lo, hi = (None, None) if initial_condition else opt["log_bounds"]
+
+
+def build_optimizer(opt: OptimizerSection, parameters, *, bounded: bool = True):
+    """The optimiser of ``optimizer``; ``log_bounds`` bound the field unknowns if ``bounded``."""
+    lo, hi = opt.log_bounds if bounded else (None, None)
     bounds = ((lo, hi),) * parameters.num_field_params + ((None, None),) * (
         parameters.size - parameters.num_field_params
     )
-    if opt["method"] == "lbfgsb":
-        optimizer = inverse.LBFGSB(
-            max_iter=opt["max_iter"], gtol=opt["gtol"], ftol=opt["ftol"], bounds=bounds
-        )
-    elif opt["method"] == "newton_cg":
-        optimizer = inverse.NewtonCG(
-            max_iter=opt["max_iter"],
-            gtol=opt["gtol"],
-            ftol=opt["ftol"],
-            max_cg=opt["max_cg"],
-            forcing_max=opt["forcing_max"],
-            memory=opt["cg_memory"],
-            trust_radius=opt["trust_radius"],
+    if opt.method == "lbfgsb":
+        return inverse.LBFGSB(max_iter=opt.max_iter, gtol=opt.gtol, ftol=opt.ftol, bounds=bounds)
+    if opt.method == "newton_cg":
+        return inverse.NewtonCG(
+            max_iter=opt.max_iter,
+            gtol=opt.gtol,
+            ftol=opt.ftol,
+            max_cg=opt.max_cg,
+            forcing_max=opt.forcing_max,
+            memory=opt.cg_memory,
+            trust_radius=opt.trust_radius,
             bounds=bounds,
         )
-    else:
-        optimizer = inverse.Adam(
-            learning_rate=opt["learning_rate"],
-            max_iter=opt["max_iter"],
-            gtol=opt["gtol"],
-            ftol=opt["ftol"],
-        )
-    if initial_condition:
-        true_field = u0_field if synthetic else None
-    return Experiment(
-        config=config,
-        model=model,
-        coefficient=inverse.INITIAL_CONDITION if initial_condition else _COEFFICIENT[pde],
-        true_field=true_field,
-        true_params=true_params,
-        clean_data=clean,
-        problem=problem,
-        x0=x0,
-        optimizer=optimizer,
-        observation_kind=observation_kind,
-        build_time_s=time.perf_counter() - start,
-        device_layout=device_layout,
-        log_field=not initial_condition,
-        prior_center=prior_center,
+    return inverse.Adam(
+        learning_rate=opt.learning_rate, max_iter=opt.max_iter, gtol=opt.gtol, ftol=opt.ftol
     )
 
 
@@ -490,16 +586,16 @@ def fit_experiment(
     config = experiment.config
     problem = experiment.problem
     start = time.perf_counter()
-    reg = config["regularization"]
+    reg = config.regularization
     x0 = experiment.x0 if x0 is None else x0
     morozov = evidence = None
-    if reg["choose_weight"] == "morozov":
+    if reg.choose_weight == "morozov":
         morozov = inverse.fit_morozov(
             problem,
             x0,
-            reg["morozov_weights"],
+            reg.morozov_weights,
             experiment.optimizer,
-            tau=reg["morozov_tau"],
+            tau=reg.morozov_tau,
             callback=callback,
             on_weight=on_weight,
             stop=stop,
@@ -507,10 +603,10 @@ def fit_experiment(
         )
         result, weight = morozov.result, morozov.weight
         histories = [r.history for r in morozov.results]
-    elif reg["choose_weight"] == "evidence":
+    elif reg.choose_weight == "evidence":
         from ._uncertainty import posterior_options
 
-        weights = reg["evidence_weights"] or reg["morozov_weights"]
+        weights = reg.evidence_weights or reg.morozov_weights
         try:
             evidence = inverse.fit_evidence(
                 problem, x0, weights, experiment.optimizer,
@@ -604,7 +700,7 @@ def _method_used(model: Model, options: dict) -> str:
 
 def check_with_diffrax(experiment: Experiment, outcome: FitOutcome) -> tuple[float, float]:
     """``diffrax_check`` at the recovered parameters and the seconds it took."""
-    check = experiment.config["check"]
+    check = experiment.config.check
     start = time.perf_counter()
     model, params = solve_model_and_params(experiment, outcome.recovered_params)
     params = {k: jnp.asarray(v) for k, v in params.items()}
@@ -614,9 +710,9 @@ def check_with_diffrax(experiment: Experiment, outcome: FitOutcome) -> tuple[flo
         experiment.problem.times,
         # Several experiments: check the first (the model's u0 is its initial state).
         outcome.states if outcome.states.ndim == 2 else outcome.states[0],
-        solver=check["solver"],
-        rtol=check["rtol"],
-        atol=check["atol"],
+        solver=check.solver,
+        rtol=check.rtol,
+        atol=check.atol,
     )
     return value, time.perf_counter() - start
 
@@ -694,12 +790,12 @@ def fit_metrics(experiment, outcome, *, diffrax_check, check_time_s, statistics,
     return metrics
 
 
-def run_title(config: dict, experiment) -> str:
+def run_title(config: RunConfig, experiment) -> str:
     """Short description for figure titles, e.g. ``heat: heat PDE, 1024 nodes, 1% noise``."""
-    noise = config["noise"]["level"]
-    where = "P1 mesh" if config["model"]["mesh"] else "grid"
+    noise = config.noise.level
+    where = "P1 mesh" if config.model.mesh else "grid"
     return (
-        f"{config['name']} — {config['model']['pde'].replace('_', '-')} on a {where} with "
+        f"{config.name} — {config.model.pde.replace('_', '-')} on a {where} with "
         f"{experiment.space.num_nodes} nodes, {noise * 100:g}% noise"
     )
 
@@ -721,7 +817,7 @@ def write_fit_folder(folder: Path, experiment, outcome, metrics, uncertainty=Non
     """
     config = experiment.config
     problem = experiment.problem
-    report.write_config(folder, dump_config(config))
+    report.write_config(folder, dump_config(config.to_dict()))
     report.write_metrics(folder, metrics)
     true = experiment.true_field
     recovered = outcome.recovered_field
@@ -760,7 +856,7 @@ def write_fit_folder(folder: Path, experiment, outcome, metrics, uncertainty=Non
     from ._scale import split_experiment_arrays
 
     report.write_result(folder, split_experiment_arrays(arrays))
-    if config["output"]["vtu"]:
+    if config.output.vtu:
         name = experiment.coefficient
         point_data = {f"{name}_recovered": recovered}
         if true is not None:
@@ -772,5 +868,5 @@ def write_fit_folder(folder: Path, experiment, outcome, metrics, uncertainty=Non
             folder, experiment.space.points, experiment.space.cells, experiment.space.cell_type,
             point_data,
         )  # fmt: skip
-    if config["output"]["figures"]:
+    if config.output.figures:
         report.draw_figures(folder)

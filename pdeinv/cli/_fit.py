@@ -14,6 +14,7 @@ from pathlib import Path
 from ._common import add_config_arguments, configure_jax, prepare, run_folder
 from ._config import ConfigError, dump_config, load_config
 from ._progress import Progress
+from ._sections import RunConfig
 
 
 def register(subparsers) -> None:
@@ -67,8 +68,8 @@ def _resume_arguments(args):
             )
         overrides.insert(0, args.config)
     path, arrays, metrics = previous_run(args.resume)
-    config = load_config(path, overrides)
-    configure_jax(config)
+    config = RunConfig.from_dict(load_config(path, overrides))
+    configure_jax(config.precision)
     return config, arrays, metrics
 
 
@@ -109,24 +110,28 @@ def run(args) -> int:
         if args.config is None:
             raise ConfigError("fit needs CONFIG.yaml (or --resume RUN_DIR)")
         config = prepare(args)
-        folder = run_folder(config, args.out, args.force)
+        folder = run_folder(config.name, args.out, args.force)
     # The resolved config first: a run killed at any point can be resumed.
-    report.write_config(folder, dump_config(config))
+    report.write_config(folder, dump_config(config.to_dict()))
 
     with StopOnSignal(progress.message) as stop:
         try:
             experiment = build_experiment(config, devices=args.devices)
             problem = experiment.problem
             progress.message(
-                f"{config['name']}: {config['model']['pde']} on {experiment.space.num_nodes} "
+                f"{config.name}: {config.model.pde} on {experiment.space.num_nodes} "
                 f"nodes, {problem.parameters.size} unknowns, {problem.num_observations} data, "
-                f"{config['optimizer']['method']} (setup {experiment.build_time_s:.1f} s)"
+                f"{config.optimizer.method} (setup {experiment.build_time_s:.1f} s)"
                 + _experiments_note(experiment.device_layout)
             )
             plan = planned_gradient_memory(
-                config, experiment.model.num_states, len(problem.times), _batch(experiment)
+                config.solver,
+                config.precision,
+                experiment.model.num_states,
+                len(problem.times),
+                _batch(experiment),
             )
-            progress.message(check_memory(config, plan, available_memory_bytes()))
+            progress.message(check_memory(config.solver, plan, available_memory_bytes()))
             x0 = None
             if previous is not None:
                 x0 = _resume_point(previous["x"], experiment)
@@ -137,9 +142,9 @@ def run(args) -> int:
                 )
             checkpointer = Checkpointer(
                 folder,
-                config["output"]["checkpoint_every_s"],
+                config.output.checkpoint_every_s,
                 previous_history=previous["history"] if previous else None,
-                base_metrics={"name": config["name"], "planned_gradient_memory": plan},
+                base_metrics={"name": config.name, "planned_gradient_memory": plan},
             )
 
             def on_weight(weight):
@@ -155,7 +160,7 @@ def run(args) -> int:
                 previous_history=previous["history"] if previous else None,
             )
         except Exception as err:
-            _write_failed(folder, config, err, previous)
+            _write_failed(folder, config.name, err, previous)
             raise
         progress.end_line()
         status = inverse.STATUS_NAMES[outcome.result.status]
@@ -165,14 +170,14 @@ def run(args) -> int:
         interrupted = status == "interrupted"
         diffrax_check, check_time, statistics = None, 0.0, None
         if not interrupted:
-            if config["check"]["enabled"]:
+            if config.check.enabled:
                 diffrax_check, check_time = check_with_diffrax(experiment, outcome)
             statistics = expm_statistics(
                 *solve_model_and_params(experiment, outcome.recovered_params),
                 problem.times, problem.solver,
             )  # fmt: skip
         uncertainty = None
-        if not interrupted and config["uncertainty"]["enabled"]:
+        if not interrupted and config.uncertainty.enabled:
             uncertainty = _uncertainty(experiment, outcome, progress, folder, config, previous)
         metrics = fit_metrics(
             experiment,
@@ -218,16 +223,14 @@ def _uncertainty(experiment, outcome, progress, folder, config, previous):
     """The Laplace posterior of the fit (``uncertainty.enabled``); a failure fails the run."""
     from ._uncertainty import compute_uncertainty
 
-    progress.message(
-        f"uncertainty: Laplace posterior, {config['uncertainty']['method']} eigensolver"
-    )
+    progress.message(f"uncertainty: Laplace posterior, {config.uncertainty.method} eigensolver")
     try:
         uncertainty = compute_uncertainty(experiment, outcome)
     except ValueError as err:
-        _write_failed(folder, config, err, previous)
+        _write_failed(folder, config.name, err, previous)
         raise ConfigError(str(err)) from None
     except Exception as err:
-        _write_failed(folder, config, err, previous)
+        _write_failed(folder, config.name, err, previous)
         raise
     info = uncertainty.metrics["uncertainty"]
     progress.message(
@@ -267,7 +270,7 @@ def _batch(experiment) -> int:
     num = int(layout.get("num_experiments", 1) or 1)
     if num <= 1:
         return 1
-    size = experiment.config["experiments"]["batch_size"]
+    size = experiment.config.experiments.batch_size
     per_device = max(layout.get("experiments_per_device", [num]) or [num])
     size = default_batch_size(num) if size is None else size
     return int(min(size, per_device))
@@ -293,12 +296,12 @@ def _last_iteration(history) -> int:
     return int(iterations[-1]) if iterations is not None and len(iterations) else 0
 
 
-def _write_failed(folder, config, err, previous) -> None:
+def _write_failed(folder, name, err, previous) -> None:
     """metrics.json with ``status: failed`` and the one-line reason (result.npz kept)."""
     from .. import report
     from ._main import _one_line
 
-    metrics = {"name": config["name"], "status": "failed", "error": _one_line(err)}
+    metrics = {"name": name, "status": "failed", "error": _one_line(err)}
     if previous is not None:
         metrics["resumed_from_status"] = [previous["metrics"].get("status", "unknown")]
     try:

@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import report
 from ._config import ConfigError
+from ._sections import SolverSection
 
 # Exit status of a run stopped by SIGINT/SIGTERM (128 + SIGINT, as shells report it).
 EXIT_INTERRUPTED = 130
@@ -158,23 +159,25 @@ def history_of(arrays: dict) -> dict:
 # --- memory ---------------------------------------------------------------------------
 
 
-def planned_gradient_memory(config: dict, num_states: int, num_times: int, batch: int) -> dict:
+def planned_gradient_memory(
+    solver: SolverSection, precision: str, num_states: int, num_times: int, batch: int
+) -> dict:
     """Bytes that one gradient evaluation keeps per solve, and for ``batch`` solves at once.
 
     Mirrors the buffers of :func:`pdeinv.expm_multiply`'s reverse pass: the
     kept step-start states (``checkpoints``, at most ``solver.max_steps``) and
     the replay segment, the stored trajectory bases (at most 8 MiB), every
     Krylov basis for ``solver.checkpoint = bases`` (``max_steps * krylov_dim``
-    states), plus the forward and backward Krylov bases and the outputs.
+    states), plus the forward and backward Krylov bases and the outputs; items of
+    ``precision`` (``"float64"`` or ``"float32"``).
     """
     from ..expm._config import _TRAJECTORY_BYTES, _TRAJECTORY_RANK, DEFAULT_CHECKPOINTS
 
-    solver = config["solver"]
-    itemsize = 8 if config["precision"] == "float64" else 4
+    itemsize = 8 if precision == "float64" else 4
     n = int(num_states)
-    k = min(int(solver["krylov_dim"]), n)
-    max_steps = int(solver["max_steps"])
-    policy = solver["checkpoint"]
+    k = min(int(solver.krylov_dim), n)
+    max_steps = int(solver.max_steps)
+    policy = solver.checkpoint
     kept = max_steps if policy == "bases" else min(DEFAULT_CHECKPOINTS, max_steps)
     if kept < max_steps:
         kept += kept % 2
@@ -229,8 +232,9 @@ def format_bytes(count: float) -> str:
     return f"{count:.1f} TiB"  # pragma: no cover
 
 
-def check_memory(config: dict, plan: dict, available: int | None) -> str:
-    """The line to print about the plan; ConfigError when it exceeds ``available``."""
+def check_memory(solver: SolverSection, plan: dict, available: int | None) -> str:
+    """The line to print about the plan; ConfigError when it exceeds ``available``
+    (the message names ``solver.max_steps``)."""
     line = (
         f"planned memory of one gradient: {format_bytes(plan['total_bytes'])} "
         f"({plan['batch']} solve(s) at once x {format_bytes(plan['per_solve_bytes'])})"
@@ -243,6 +247,6 @@ def check_memory(config: dict, plan: dict, available: int | None) -> str:
                 f"({plan['batch']} solve(s) at once), exceeds the available "
                 f"{format_bytes(available)}; lower experiments.batch_size "
                 f"(now {plan['batch']}) or solver.max_steps "
-                f"(now {config['solver']['max_steps']}), or use solver.checkpoint = states"
+                f"(now {solver.max_steps}), or use solver.checkpoint = states"
             )
     return line

@@ -8,27 +8,31 @@ import jax
 import numpy as np
 
 from ._config import ConfigError
+from ._sections import ExperimentsSection
 
 
-def initial_condition_fields(config: dict, space, field) -> list[np.ndarray]:
+def initial_condition_fields(
+    section: ExperimentsSection, model_initial: str, seed: int, space, field
+) -> list[np.ndarray]:
     """Nodal initial condition of every experiment (the first is the model's ``u0``).
 
-    ``field(config, key, expression, points, positive=False)`` evaluates one
-    expression (the CLI's field builder, passed in to keep one implementation).
+    ``section`` is ``experiments``, ``model_initial`` the ``model.initial_condition``
+    it defaults to; ``field(key, expression, points, positive=False)`` evaluates one
+    expression (the CLI's :class:`~pdeinv.cli._experiment.FieldMaker`, passed in to
+    keep one implementation).
     """
     from ..models import smooth_random_field
 
-    section = config["experiments"]
-    expressions = section["initial_conditions"]
+    expressions = section.initial_conditions
     if expressions is None:
-        expressions = [] if section["random"] else [config["model"]["initial_condition"]]
+        expressions = () if section.random else (model_initial,)
     fields = [
-        field(config, f"experiments.initial_conditions[{i}]", text, space.points, positive=False)
+        field(f"experiments.initial_conditions[{i}]", text, space.points, positive=False)
         for i, text in enumerate(expressions)
     ]
-    for e in range(section["random"]):
-        key = jax.random.fold_in(jax.random.PRNGKey(config["seed"]), e)
-        values = smooth_random_field(space, key, length_scale=section["length_scale"])
+    for e in range(section.random):
+        key = jax.random.fold_in(jax.random.PRNGKey(seed), e)
+        values = smooth_random_field(space, key, length_scale=section.length_scale)
         fields.append(np.asarray(values, dtype=float))
     return fields
 

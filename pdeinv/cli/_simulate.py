@@ -40,7 +40,7 @@ def run(args) -> int:
 
     start = time.perf_counter()
     config = prepare(args)
-    if config["data"]["source"] != "synthetic":
+    if config.data.source != "synthetic":
         raise ConfigError("simulate needs data.source = synthetic (it makes the data)")
 
     def message(text):
@@ -50,14 +50,14 @@ def run(args) -> int:
     # The first SIGINT/SIGTERM ends the run after the current solve, a second at once;
     # either way metrics.json says "interrupted".
     with StopOnSignal(message) as stop:
-        folder = run_folder(config, args.out, args.force)
+        folder = run_folder(config.name, args.out, args.force)
         try:
-            report.write_config(folder, dump_config(config))
+            report.write_config(folder, dump_config(config.to_dict()))
             metrics = _simulate(config, folder, stop)
         except KeyboardInterrupt:  # a second signal: stop now
-            metrics = {"name": config["name"]}
+            metrics = {"name": config.name}
         except Exception as err:
-            _write_failed(folder, config, err, None)
+            _write_failed(folder, config.name, err, None)
             raise
     interrupted = "status" not in metrics  # a signal after the last step changes nothing
     if interrupted:
@@ -83,10 +83,10 @@ def _simulate(config, folder, stop) -> dict:
     from ._scale import split_experiment_arrays
 
     if stop():
-        return {"name": config["name"]}
+        return {"name": config.name}
     experiment = build_experiment(config)
     if stop():
-        return {"name": config["name"]}
+        return {"name": config.name}
     problem = experiment.problem
     statistics = expm_statistics(
         experiment.model, experiment.true_params, problem.times, problem.solver
@@ -111,7 +111,7 @@ def _simulate(config, folder, stop) -> dict:
         arrays["sensor_locations"] = problem.observation.locations
     report.write_result(folder, split_experiment_arrays(arrays))
     metrics = {
-        "name": config["name"],
+        "name": config.name,
         "coefficient": experiment.coefficient,
         "num_nodes": experiment.space.num_nodes,
         "num_states": experiment.model.num_states,
@@ -121,7 +121,7 @@ def _simulate(config, folder, stop) -> dict:
     }
     if stop():  # the data are written; the fields and figures are not
         return metrics
-    if config["output"]["vtu"]:
+    if config.output.vtu:
         report.write_vtu(
             folder,
             experiment.space.points,
@@ -129,7 +129,7 @@ def _simulate(config, folder, stop) -> dict:
             experiment.space.cell_type,
             {f"{experiment.coefficient}_true": experiment.true_field},
         )
-    if config["output"]["figures"]:
+    if config.output.figures:
         report.draw_figures(folder)
     # Every solve reached its output times within solver.tol (one that gives up raises).
     return {**metrics, "status": "converged"}

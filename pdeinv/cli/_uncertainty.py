@@ -29,15 +29,15 @@ class Uncertainty:
 def posterior_options(experiment) -> dict:
     """Keyword arguments of :func:`pdeinv.inverse.laplace_posterior` from ``uncertainty.*``."""
     config = experiment.config
-    options = config["uncertainty"]
+    options = config.uncertainty
     return {
-        "rank": options["rank"],
-        "method": options["method"],
-        "oversampling": options["oversampling"],
-        "nugget": options["nugget"],
+        "rank": options.rank,
+        "method": options.method,
+        "oversampling": options.oversampling,
+        "nugget": options.nugget,
         "center": experiment.prior_center,
-        "batch_size": options["batch_size"],
-        "seed": config["seed"],
+        "batch_size": options.batch_size,
+        "seed": config.seed,
         # A linear model (the initial state as unknown): one Gauss-Newton step from the
         # fit is the exact posterior mean, whatever the optimiser's tolerance.
         "newton_step": not experiment.log_field,
@@ -65,8 +65,8 @@ def compute_uncertainty(experiment, outcome) -> Uncertainty:
     field = problem.parameters.field
     std_field = posterior.field_std(field)
     mean_field = np.asarray(field(jnp.asarray(posterior.mean, experiment.dtype)), dtype=float)
-    num_samples = config["uncertainty"]["samples"]
-    rng = np.random.default_rng(config["seed"])
+    num_samples = config.uncertainty.samples
+    rng = np.random.default_rng(config.seed)
     samples = posterior.sample(rng, num_samples)
     sample_fields = np.stack(
         [np.asarray(field(jnp.asarray(s, experiment.dtype)), dtype=float) for s in samples]

@@ -1,6 +1,7 @@
 """Nothing lost, nothing silent: interrupt/resume, checkpoints, atomic files, bad data,
 memory plan (issue 17)."""
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from pdeinv import report
 from pdeinv.cli import _robust as robust
 from pdeinv.cli import main
 from pdeinv.cli._config import resolve_config
+from pdeinv.cli._sections import RunConfig
 
 SMALL = """
 seed: 0
@@ -284,15 +286,17 @@ def test_memory_plan_printed_and_refused_above_available(tmp_path, capsys, monke
 
 
 def test_memory_plan_scales_with_buffers_and_batch():
-    config = resolve_config({"solver": {"max_steps": 100, "checkpoint": "states"}})
-    one = robust.planned_gradient_memory(config, 10_000, 3, 1)
-    four = robust.planned_gradient_memory(config, 10_000, 3, 4)
+    solver = RunConfig.from_dict(
+        resolve_config({"solver": {"max_steps": 100, "checkpoint": "states"}})
+    ).solver
+    one = robust.planned_gradient_memory(solver, "float64", 10_000, 3, 1)
+    four = robust.planned_gradient_memory(solver, "float64", 10_000, 3, 4)
     assert four["total_bytes"] == 4 * one["total_bytes"]
     # 32 kept states + a replay segment of 4 (32 * 4 >= 100), 8 bytes each, per node.
     assert one["states_bytes"] == (32 + 4) * 10_000 * 8
     bases = robust.planned_gradient_memory(
-        resolve_config({"solver": {"max_steps": 100, "checkpoint": "bases"}}), 10_000, 3, 1
+        dataclasses.replace(solver, checkpoint="bases"), "float64", 10_000, 3, 1
     )
     assert bases["per_solve_bytes"] > 100 * 30 * 10_000 * 8
-    line = robust.check_memory(config, one, 2**40)
+    line = robust.check_memory(solver, one, 2**40)
     assert line.startswith("planned memory of one gradient: ") and "available 1024.0 GiB" in line

@@ -52,6 +52,7 @@ from ..krylov._common import (
     check_vector,
 )
 from ..krylov._skew import skewness_tolerance
+from ..krylov._batching import BATCHINGS
 from ._config import (
     _TRAJECTORY_BYTES,
     _TRAJECTORY_RANK,
@@ -138,6 +139,7 @@ def _prepare(
     reorthogonalize,
     checkpoint,
     checkpoints,
+    batching,
 ):
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -145,6 +147,8 @@ def _prepare(
         raise ValueError(f"checkpoint must be one of {CHECKPOINTS}, got {checkpoint!r}")
     if gradient not in GRADIENTS:
         raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
+    if batching not in BATCHINGS:
+        raise ValueError(f"batching must be one of {BATCHINGS}, got {batching!r}")
     if not isinstance(tol, (int, float)) or not np.isfinite(tol) or tol <= 0:
         raise ValueError(f"tol must be a positive finite number, got {tol!r}")
     if (
@@ -227,6 +231,7 @@ def _prepare(
         checkpoints=kept,
         trajectory_slots=slots,
         trajectory_rank=rank,
+        batching=batching,
     )
     return cfg, v, ts, jnp.asarray(tol, v.dtype), scalar_t, params
 
@@ -336,6 +341,7 @@ def expm_multiply(
     checkpoint: str = "trajectory",
     reorthogonalize: bool | None = None,
     checkpoints: int | None = None,
+    batching: str = "auto",
 ):
     r"""Action of the matrix exponential ``exp(t A(params)) v``, matrix-free.
 
@@ -461,6 +467,7 @@ def expm_multiply(
         checkpoint=checkpoint,
         reorthogonalize=reorthogonalize,
         checkpoints=checkpoints,
+        batching=batching,
     )
     return y
 
@@ -479,6 +486,7 @@ def expm_multiply_info(
     checkpoint: str = "trajectory",
     reorthogonalize: bool | None = None,
     checkpoints: int | None = None,
+    batching: str = "auto",
 ):
     """:func:`expm_multiply` that also returns solver statistics.
 
@@ -498,6 +506,7 @@ def expm_multiply_info(
         checkpoint=checkpoint,
         reorthogonalize=reorthogonalize,
         checkpoints=checkpoints,
+        batching=batching,
     )
     y, stats = _call(matvec, v, params, t, options)
     ints = ExpmStats(*(jnp.asarray(s).astype(jnp.int32) for s in stats[:3]), stats.error_estimate)

@@ -1,0 +1,144 @@
+"""How ``vmap`` runs the integrator's sweeps: one element after another, or in lockstep.
+
+The forward sweep, the tangent's forward solve and the adjoint sweeps are
+adaptive ``while_loop``\\ s.  Batched by plain ``vmap`` they run in lockstep: every
+loop with a batched predicate runs until its slowest element is done (the
+finished ones masked, not stopped), both branches of every ``cond`` run, and on
+CPU the small LAPACK calls run one matrix at a time anyway
+(:func:`pdeinv.krylov._common.one_at_a_time_on_cpu`).  That fills a GPU, where
+each kernel launch costs more than its arithmetic; on a CPU it only adds work
+(measured in docs/scale.md#batched-vs-a-python-loop).
+
+:func:`per_element` gives a sweep a batching rule that runs a batch as a
+:func:`jax.lax.map` over unbatched sweeps (``"sequential"``), as ``vmap``
+(``"lockstep"``), or the one per platform (``"auto"``: sequential on CPU,
+lockstep elsewhere, chosen at lowering by :func:`jax.lax.platform_dependent`).
+The sweeps are never differentiated by JAX in first-order use (the integrator's
+own rules, :mod:`._rules`, differentiate it), but ``jax.jvp``/``jax.linearize``
+of ``jax.grad`` (Hessian-vector products) differentiate them in forward mode,
+so the wrapper keeps forward mode, with primal outputs that ``jax.linearize``
+can compute ahead of the tangents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+BATCHINGS = ("auto", "sequential", "lockstep")
+
+
+def _split(mask, tree):
+    """``(batched, shared)``: ``tree``'s leaves where ``mask`` is True / False (None elsewhere)."""
+    batched = jax.tree.map(lambda m, x: x if m else None, mask, tree)
+    shared = jax.tree.map(lambda m, x: None if m else x, mask, tree)
+    return batched, shared
+
+
+def _merge(mask, batched, shared):
+    return jax.tree.map(lambda m, b, s: b if m else s, mask, batched, shared)
+
+
+def per_element(fn: Callable, batching: str) -> Callable:
+    """``fn`` (arrays in, arrays out) whose ``vmap`` follows the ``batching`` policy.
+
+    Parameters
+    ----------
+    fn
+        A function of pytrees of arrays returning a pytree of arrays; it must
+        not close over traced values (the integrator passes every array as an
+        argument, see ``_expm._call``).
+    batching
+        ``"sequential"``: under ``vmap`` the batch runs as a ``lax.map`` over
+        unbatched calls, inside the one compiled program; arguments that are
+        not batched are shared, not copied.  ``"lockstep"``: plain ``vmap``.
+        ``"auto"``: sequential when lowered for CPU, lockstep for any other
+        platform.
+
+    Returns
+    -------
+    Callable
+        Same values as ``fn``; differentiable in forward mode (``jax.jvp``,
+        ``jax.linearize``), whose tangent follows the same policy.  Reverse mode
+        through it is not supported (nor needed: the sweeps are loops of
+        unbounded length that only the integrator's own rules differentiate).
+    """
+    if batching not in BATCHINGS:
+        raise ValueError(f"batching must be one of {BATCHINGS}, got {batching!r}")
+    if batching == "lockstep":
+        return fn
+
+    batched_fn = jax.custom_batching.custom_vmap(fn)
+
+    @batched_fn.def_vmap
+    def _rule(axis_size, in_batched, *args):
+        del axis_size
+        mapped, shared = _split(in_batched, list(args))
+
+        def one_after_another(mapped):
+            # batched_fn, not fn: a nested vmap of the body (vmap of vmap)
+            # comes back through this rule.
+            return lax.map(lambda m: batched_fn(*_merge(in_batched, m, shared)), mapped)
+
+        def lockstep(mapped):
+            return jax.vmap(lambda m: fn(*_merge(in_batched, m, shared)))(mapped)
+
+        if batching == "sequential":
+            out = one_after_another(mapped)
+        else:
+            out = lax.platform_dependent(mapped, cpu=one_after_another, default=lockstep)
+        return out, jax.tree.map(lambda _: True, out)
+
+    # custom_vmap has a JVP rule but none for partial evaluation: under
+    # jax.linearize its primal outputs would come out unknown.  So the JVP is
+    # split: the primal from the batched function itself, the tangent from a
+    # second function of the same policy (which recomputes the primal inside,
+    # as JAX's own partial evaluation of a while_loop does).
+    @jax.custom_jvp
+    def differentiable(*args):
+        return batched_fn(*args)
+
+    @differentiable.defjvp
+    def _jvp(primals, tangents):
+        out = differentiable(*primals)
+        return out, _tangent(fn, batching, primals, tangents, out)
+
+    return differentiable
+
+
+def _inexact(x) -> bool:
+    return jnp.issubdtype(jnp.result_type(x), jnp.inexact)
+
+
+def _tangent(fn, batching, primals, tangents, out):
+    """Tangent of ``fn`` at ``primals``, by a function of the same batching policy.
+
+    Integer inputs and outputs have ``float0`` tangents, which neither ``lax.map``
+    nor ``vmap`` carry: only the inexact ones pass through, the others are
+    rebuilt on either side.
+    """
+    p_leaves, p_tree = jax.tree.flatten(tuple(primals))
+    t_leaves = jax.tree.leaves(tuple(tangents))
+    keep_in = [_inexact(x) for x in p_leaves]
+    out_leaves, out_tree = jax.tree.flatten(out)
+    keep_out = [_inexact(y) for y in out_leaves]
+
+    def float0(x):
+        return np.zeros(np.shape(x), jax.dtypes.float0)
+
+    def tangent_of(p_leaves, t_inexact):
+        it = iter(t_inexact)
+        t_all = [next(it) if k else float0(x) for x, k in zip(p_leaves, keep_in, strict=True)]
+        _, dout = jax.jvp(
+            fn, jax.tree.unflatten(p_tree, p_leaves), jax.tree.unflatten(p_tree, t_all)
+        )
+        return [d for d, k in zip(jax.tree.leaves(dout), keep_out, strict=True) if k]
+
+    t_inexact = [t for t, k in zip(t_leaves, keep_in, strict=True) if k]
+    d_inexact = iter(per_element(tangent_of, batching)(p_leaves, t_inexact))
+    d_all = [next(d_inexact) if k else float0(y) for y, k in zip(out_leaves, keep_out, strict=True)]
+    return jax.tree.unflatten(out_tree, d_all)

@@ -420,6 +420,19 @@ def expm_multiply(
         n`` plus ``O(n * krylov_dim)`` (plus at most 8 MiB of trajectory bases),
         with ``s`` the largest stride (the smallest power of two with
         ``checkpoints * s >= max_steps``), independent of the steps taken.
+    batching
+        How ``jax.vmap`` of this call (and of its gradient, ``jax.jacrev``,
+        ``jax.jacfwd``) runs the batch.  ``"sequential"``: the elements one
+        after another inside the one compiled program (a ``lax.map`` of
+        unbatched solves; arguments not batched are shared, not copied), each
+        stopping when it is done.  ``"lockstep"``: batched arithmetic (plain
+        ``vmap``); every adaptive loop runs until its slowest element is done,
+        both sides of every branch are evaluated.  ``"auto"`` (default):
+        sequential when compiled for CPU, lockstep for GPU/TPU, where batching
+        is what fills the device.  Values are the same either way (to
+        rounding); on a 2-core CPU sequential was about 2x faster than lockstep
+        for 64 heat solves (docs/scale.md#batched-vs-a-python-loop).  Without
+        ``vmap`` it has no effect.
 
     Returns
     -------

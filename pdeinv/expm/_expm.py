@@ -45,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._threads import SLOW_KRYLOV_DIM, blas_threads
+from ..krylov._batching import BATCHINGS
 from ..krylov._common import (
     check_finite,
     check_finite_params,
@@ -52,7 +53,6 @@ from ..krylov._common import (
     check_vector,
 )
 from ..krylov._skew import skewness_tolerance
-from ..krylov._batching import BATCHINGS
 from ._config import (
     _TRAJECTORY_BYTES,
     _TRAJECTORY_RANK,

@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ..krylov._skew import skewness_tolerance
 from ..krylov._batching import per_element
+from ..krylov._skew import skewness_tolerance
 from ._config import _TRAJECTORY_TOL, ExpmStats, _Config
 from ._small import trajectory_basis
 from ._step import (

@@ -1,23 +1,22 @@
-"""How ``vmap`` runs the integrator's sweeps: one element after another, or in lockstep.
+"""How ``vmap`` runs a solver's adaptive loops: one element after another, or in lockstep.
 
-The forward sweep, the tangent's forward solve and the adjoint sweeps are
-adaptive ``while_loop``\\ s.  Batched by plain ``vmap`` they run in lockstep: every
-loop with a batched predicate runs until its slowest element is done (the
-finished ones masked, not stopped), both branches of every ``cond`` run, and on
-CPU the small LAPACK calls run one matrix at a time anyway
-(:func:`pdeinv.krylov._common.one_at_a_time_on_cpu`).  That fills a GPU, where
-each kernel launch costs more than its arithmetic; on a CPU it only adds work
-(measured in docs/scale.md#batched-vs-a-python-loop).
+The integrator's forward sweep, the tangent's forward solve and its adjoint
+sweeps are adaptive ``while_loop``\\ s.  Batched by plain ``vmap`` they run in
+lockstep: every loop with a batched predicate runs until its slowest element is
+done (the finished ones masked, not stopped) and both branches of every ``cond``
+run.  That fills a GPU, where a kernel launch costs more than its arithmetic;
+on a CPU it only adds work (measured in docs/scale.md#batched-vs-a-python-loop).
 
-:func:`per_element` gives a sweep a batching rule that runs a batch as a
-:func:`jax.lax.map` over unbatched sweeps (``"sequential"``), as ``vmap``
+:func:`per_element` gives a function a batching rule that runs a batch as a
+:func:`jax.lax.map` over unbatched calls (``"sequential"``), as ``vmap``
 (``"lockstep"``), or the one per platform (``"auto"``: sequential on CPU,
 lockstep elsewhere, chosen at lowering by :func:`jax.lax.platform_dependent`).
-The sweeps are never differentiated by JAX in first-order use (the integrator's
-own rules, :mod:`._rules`, differentiate it), but ``jax.jvp``/``jax.linearize``
-of ``jax.grad`` (Hessian-vector products) differentiate them in forward mode,
-so the wrapper keeps forward mode, with primal outputs that ``jax.linearize``
-can compute ahead of the tangents.
+The integrator wraps its sweeps (``pdeinv/expm/_forward.py``, ``_rules.py``),
+:func:`~pdeinv.krylov._common.one_at_a_time_on_cpu` the small LAPACK calls.
+First derivatives never differentiate the sweeps (the integrator's own rules
+do), but ``jax.jvp``/``jax.linearize`` of ``jax.grad`` (Hessian-vector
+products) differentiate them in forward mode, so the wrapper keeps forward
+mode, with primal outputs that ``jax.linearize`` computes ahead of the tangents.
 """
 
 from __future__ import annotations

@@ -48,9 +48,9 @@ def solve(model, u0, params):
 
 
 # ~25 s under load; by default the sum over a batch with shared params is
-# tests/expm/test_forward_mode.py::test_gradient_of_a_batch_with_shared_params_sums_the_per_element_gradients
-# and per-experiment values, gradients and step counts are
-# test_vmap_equals_loop_for_value_gradient_and_jvp.
+# test_gradient_of_a_batch_with_shared_params_sums_the_per_element_gradients in
+# tests/expm/test_forward_mode.py, and per-experiment values, gradients and step
+# counts are test_vmap_equals_loop_for_value_gradient_and_jvp.
 @pytest.mark.slow
 def test_vmap_gradients_equal_separate(heat):
     model, initial = heat
@@ -160,7 +160,9 @@ def _count_iterations(batching):
     return per_element(f, batching), calls
 
 
-@pytest.mark.parametrize("batching, expected_calls", [("auto", 6), ("sequential", 6), ("lockstep", 9)])
+@pytest.mark.parametrize(
+    "batching, expected_calls", [("auto", 6), ("sequential", 6), ("lockstep", 9)]
+)
 def test_batching_policy_runs_elements_one_after_another_on_cpu(batching, expected_calls):
     # Loops of 1, 2 and 3 iterations: one after another the body runs 1 + 2 + 3
     # times; in lockstep 3 times for all 3 elements (the finished ones masked; the

@@ -64,6 +64,8 @@ class _Config:
     # and the basis size; 0 when the policy is off or no slot fits the budget.
     trajectory_slots: int = 0
     trajectory_rank: int = 0
+    # How vmap runs the sweeps (see _batching.py): "auto", "sequential", "lockstep".
+    batching: str = "auto"
 
     @property
     def replay_length(self) -> int:

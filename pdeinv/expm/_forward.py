@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from ..krylov._batching import per_element
 from ..krylov._skew import skewness_tolerance
 from ._config import _TRAJECTORY_TOL, ExpmStats, _Config
 from ._small import trajectory_basis
@@ -45,7 +46,18 @@ class _ForwardRecord(NamedTuple):
 
 
 def _forward(cfg: _Config, matvec, v, params, ts, tol, record: bool):
-    """Adaptive forward sweep.  Returns ``(ys, stats, failed, record)``."""
+    """Adaptive forward sweep.  Returns ``(ys, stats, record)``.
+
+    Under ``vmap`` the batch runs as ``cfg.batching`` says (:mod:`._batching`).
+    """
+
+    def sweep(v, params, ts, tol):
+        return _forward_sweep(cfg, matvec, v, params, ts, tol, record)
+
+    return per_element(sweep, cfg.batching)(v, params, ts, tol)
+
+
+def _forward_sweep(cfg: _Config, matvec, v, params, ts, tol, record: bool):
     n = v.shape[0]
     dtype = v.dtype
     apply = functools.partial(_apply, matvec, params)

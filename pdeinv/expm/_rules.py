@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 from jax.interpreters import ad, batching
 
+from ..krylov._batching import per_element
 from ._config import _Config
 from ._forward import _forward, _stats_as_floats
 from ._reverse import _backward_discrete, _backward_two_sided
@@ -116,6 +117,7 @@ def _sensitivity_config(cfg: _Config) -> _Config:
         reorthogonalize=True,
         checkpoint="states",
         checkpoints=cfg.checkpoints,
+        batching=cfg.batching,
     )
 
 
@@ -164,10 +166,15 @@ def _tangent(cfg, matvec, residuals, linear):
 def _transpose(cfg, matvec, residuals, g):
     """``(dv, dparams, dts)`` cotangents of the tangent map for the output cotangent ``g``."""
     v, params, ts, tol, ys, recorded = residuals
-    if cfg.gradient == "two-sided":
-        v_bar, params_bar = _adjoint_sweep(cfg, matvec, params, recorded, g, tol)
-    else:
-        v_bar, params_bar = _backward_discrete(cfg, matvec, params, recorded, g)
+
+    def sweep(params, recorded, g, tol):
+        if cfg.gradient == "two-sided":
+            return _adjoint_sweep(cfg, matvec, params, recorded, g, tol)
+        return _backward_discrete(cfg, matvec, params, recorded, g)
+
+    # Under vmap (jax.jacrev, per-experiment gradients) the adjoint sweeps run
+    # as cfg.batching says (see _batching.py).
+    v_bar, params_bar = per_element(sweep, cfg.batching)(params, recorded, g, tol)
     # d y_i / d t_i = A y_i.
     ay = jax.vmap(matvec, in_axes=(0, None))(ys, params)
     ts_bar = jnp.sum(g * ay, axis=1).astype(ts.dtype)

@@ -13,6 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+from ._batching import per_element
+
 # A new Krylov direction whose norm is below this multiple of
 # eps * max_j ||A q_j|| is rounding noise: the space is invariant (happy
 # breakdown). A genuine residual that small would change f(A)v only at the level
@@ -241,29 +243,11 @@ def one_at_a_time_on_cpu(fn: Callable) -> Callable:
     returned; gdb shows the workers in ``jax::ParallelBatchMap`` of ``dgetrf``).
     Under ``vmap`` this wrapper lowers to a ``lax.map`` over unbatched calls on
     CPU (no pool tasks; the batched kernel would also loop over the matrices
-    one by one) and to the batched call on every other platform.  ``fn`` must
-    take and return arrays (or tuples of arrays) and is never differentiated
-    through this wrapper (all call sites sit inside ``custom_vjp`` rules).
+    one by one) and to the batched call on every other platform
+    (:func:`~pdeinv.krylov._batching.per_element` with ``"auto"``, which also
+    keeps forward mode, as in Hessian-vector products of the integrator).
     """
-    wrapped = jax.custom_batching.custom_vmap(fn)
-
-    @wrapped.def_vmap
-    def _rule(axis_size, in_batched, *args):
-        args = [
-            x if batched else jnp.broadcast_to(x, (axis_size, *jnp.shape(x)))
-            for x, batched in zip(args, in_batched, strict=True)
-        ]
-
-        def one_at_a_time(*xs):
-            return jax.lax.map(lambda x: wrapped(*x), xs)
-
-        def together(*xs):
-            return jax.vmap(fn)(*xs)
-
-        out = jax.lax.platform_dependent(*args, cpu=one_at_a_time, default=together)
-        return out, jax.tree.map(lambda _: True, out)
-
-    return wrapped
+    return per_element(fn, "auto")
 
 
 def check_finite_params(params: Any, where: str) -> Any:

@@ -11,6 +11,7 @@ from pdeinv import inverse, models
 from pdeinv.discretize import grid
 from pdeinv.expm import expm_multiply, expm_multiply_info
 from pdeinv.inverse._experiments import MultiExperimentProblem, simulate_experiments
+from pdeinv.krylov._batching import per_element
 
 TOL = 1e-10
 TIMES = jnp.asarray([0.002, 0.01, 0.03])
@@ -46,20 +47,11 @@ def solve(model, u0, params):
     )
 
 
-def test_vmap_keeps_per_experiment_step_control(heat):
-    model, initial = heat
-    ys, stats = jax.vmap(lambda u0: solve(model, u0, model.params))(initial)
-    separate = [solve(model, u0, model.params) for u0 in initial]
-    steps = [int(s.num_steps) for _, s in separate]
-    assert len(set(steps)) >= 2, steps  # the experiments really differ
-    np.testing.assert_array_equal(np.asarray(stats.num_steps), steps)
-    np.testing.assert_array_equal(
-        np.asarray(stats.num_rejected), [int(s.num_rejected) for _, s in separate]
-    )
-    for e, (y, _) in enumerate(separate):
-        assert rel(ys[e], y) <= 1e-12
-
-
+# ~25 s under load; by default the sum over a batch with shared params is
+# test_gradient_of_a_batch_with_shared_params_sums_the_per_element_gradients in
+# tests/expm/test_forward_mode.py, and per-experiment values, gradients and step
+# counts are test_vmap_equals_loop_for_value_gradient_and_jvp.
+@pytest.mark.slow
 def test_vmap_gradients_equal_separate(heat):
     model, initial = heat
     weights = jnp.asarray(np.random.default_rng(1).standard_normal((len(TIMES), model.num_states)))
@@ -77,6 +69,122 @@ def test_vmap_gradients_equal_separate(heat):
     assert rel(g_params["log_kappa"], g_sum) <= 1e-12
     for e, (_, g_u0) in enumerate(separate):
         assert rel(g_initial[e], g_u0) <= 1e-12
+
+
+def _smooth_states(space, count, dtype):
+    """``count`` initial states of growing roughness; row ``e`` depends on ``e`` only."""
+    x, y = space.points.T
+    rows = [
+        np.cos((1 + e % 5) * np.pi * x) * np.cos((e // 5 % 4) * np.pi * y)
+        + 0.1 * (e % 3) * np.random.default_rng(e).standard_normal(space.num_nodes)
+        for e in range(count)
+    ]
+    return jnp.asarray(np.stack(rows), dtype)
+
+
+def _value_gradient_tangent(model, dtype, batching):
+    """``one(u0) -> (loss, d loss/d log_kappa, JVP of the states, (steps, rejected))``."""
+    tol = 1e-10 if dtype == jnp.float64 else 1e-5
+    params = jax.tree.map(lambda p: jnp.asarray(p, dtype), model.params)
+    direction = jax.tree.map(lambda p: jnp.cos(jnp.arange(p.size, dtype=dtype)), params)
+    times = TIMES.astype(dtype)
+    weights = jnp.sin(jnp.arange(len(TIMES) * model.num_states, dtype=dtype)).reshape(3, -1)
+
+    def one(u0):
+        def solve(params):
+            return expm_multiply_info(
+                model.matvec, u0, params, times, tol=tol, method="lanczos", krylov_dim=12,
+                checkpoint="states", batching=batching,
+            )  # fmt: skip
+
+        def loss(params):
+            y, stats = solve(params)
+            return jnp.sum(weights * y) + 0.5 * jnp.sum(y**2), (stats.num_steps, stats.num_rejected)
+
+        (value, steps), grad = jax.value_and_grad(loss, has_aux=True)(params)
+        _, tangent = jax.jvp(lambda p: solve(p)[0], (params,), (direction,))
+        return value, grad["log_kappa"], tangent, steps
+
+    return one
+
+
+_LOOPED = {}  # (dtype, experiment) -> results of the single-experiment function
+
+
+@pytest.mark.parametrize(
+    "size, dtype, batching",
+    [
+        (1, jnp.float64, "auto"),
+        (3, jnp.float64, "auto"),
+        (64, jnp.float64, "auto"),
+        # ~10 s each (two more compilations): float32, and the lockstep rule that
+        # GPUs run (on CPU it must give the same numbers).
+        pytest.param(3, jnp.float32, "auto", marks=pytest.mark.slow),
+        pytest.param(3, jnp.float64, "lockstep", marks=pytest.mark.slow),
+    ],
+)
+def test_vmap_equals_loop_for_value_gradient_and_jvp(heat, size, dtype, batching):
+    # One jitted vmap of value, parameter gradient, JVP and step count against the
+    # same single-experiment function (compiled once per dtype) called in a loop.
+    model, _ = heat
+    initial = _smooth_states(model.space, size, dtype)
+    batched = jax.jit(jax.vmap(_value_gradient_tangent(model, dtype, batching)))(initial)
+    single = None
+    for e in range(size):
+        if (dtype, e) not in _LOOPED:
+            single = single or jax.jit(_value_gradient_tangent(model, dtype, "auto"))
+            _LOOPED[dtype, e] = single(initial[e])
+    close = 1e-12 if dtype == jnp.float64 else 1e-5
+    for e in range(size):
+        value, grad, tangent, steps = jax.tree.map(lambda x, e=e: x[e], batched)
+        reference = _LOOPED[dtype, e]
+        assert [int(s) for s in steps] == [int(s) for s in reference[3]]  # accepted, rejected
+        assert abs(value - reference[0]) <= close * abs(reference[0])
+        assert rel(grad, reference[1]) <= close
+        assert rel(tangent, reference[2]) <= close
+    if size > 3:  # the experiments really differ
+        assert len({int(_LOOPED[dtype, e][3][0]) for e in range(size)}) >= 2
+
+
+def _count_iterations(batching):
+    """``f(n) -> n`` by a while loop of ``n`` iterations, and a counter of body calls."""
+    calls = []
+
+    def f(n):
+        def body(i):
+            jax.debug.callback(lambda i: calls.append(np.size(i)), i)
+            return i + 1
+
+        return jax.lax.while_loop(lambda i: i < n, body, jnp.zeros_like(n))
+
+    return per_element(f, batching), calls
+
+
+@pytest.mark.parametrize(
+    "batching, expected_calls", [("auto", 6), ("sequential", 6), ("lockstep", 9)]
+)
+def test_batching_policy_runs_elements_one_after_another_on_cpu(batching, expected_calls):
+    # Loops of 1, 2 and 3 iterations: one after another the body runs 1 + 2 + 3
+    # times; in lockstep 3 times for all 3 elements (the finished ones masked; the
+    # callback itself is called once per element).
+    f, calls = _count_iterations(batching)
+    out = jax.jit(jax.vmap(f))(jnp.arange(1, 4))
+    jax.effects_barrier()
+    np.testing.assert_array_equal(out, [1, 2, 3])
+    assert jax.default_backend() != "cpu" or len(calls) == expected_calls
+    # Forward mode keeps the policy (Hessian-vector products differentiate the sweeps).
+    g = per_element(lambda x: x * jnp.sin(x), batching)
+    xs = jnp.linspace(0.1, 1.0, 5)
+    tangents = jax.vmap(lambda x: jax.jvp(g, (x,), (jnp.ones_like(x),))[1])(xs)
+    np.testing.assert_allclose(tangents, jnp.sin(xs) + xs * jnp.cos(xs), rtol=1e-12)
+    _, lin = jax.linearize(lambda x: jax.vmap(g)(x), xs)
+    np.testing.assert_allclose(lin(jnp.ones_like(xs)), tangents, rtol=1e-12)
+
+
+def test_batching_policy_is_checked(heat):
+    model, initial = heat
+    with pytest.raises(ValueError, match="batching must be one of"):
+        expm_multiply(model.matvec, initial[0], model.params, TIMES, batching="loop")
 
 
 def test_batch_size_chunks_equal_vmap(heat):
@@ -125,7 +233,7 @@ def _problems(model, initial, sigma):
     return multi, singles
 
 
-@pytest.mark.slow  # ~26 s; test_vmap_gradients_equal_separate covers batching by default
+@pytest.mark.slow  # ~26 s; test_vmap_equals_loop_for_value_gradient_and_jvp covers batching
 def test_objective_sums_single_experiments(heat):
     sigma = np.array([0.5, 1.0, 2.0])[:, None]  # per time, broadcast over experiments
     model, initial = heat

@@ -23,6 +23,7 @@ Prints a markdown table and the machine; ``--markdown PATH`` also writes it.
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 
 import numpy as np
@@ -33,64 +34,77 @@ from pdeinv.cli._common import configure_jax
 from pdeinv.cli._config import load_config
 from pdeinv.cli._experiment import build_experiment, fit_experiment
 from pdeinv.cli._uncertainty import posterior_options
+from pdeinv.inverse import _laplace
 
 
-def run(config_path: str, ranks, method: str, overrides) -> list[dict]:
+def run(config_path: str, ranks, methods, hessians, overrides) -> list[dict]:
     config = load_config(config_path, overrides)
     configure_jax(config)
     experiment = build_experiment(config)
     outcome = fit_experiment(experiment)
-    field = experiment.problem.parameters.field
+    problem = experiment.problem
+    field = problem.parameters.field
     x = np.asarray(outcome.result.x, dtype=float)
-    rows, stds = [], []
-    options = posterior_options(experiment)
-    start = time.perf_counter()
-    inverse.laplace_posterior(experiment.problem, x, weight=outcome.weight,
-                              **{**options, "rank": 1, "oversampling": 0})  # fmt: skip
-    first_call = time.perf_counter() - start
-    for rank in sorted(ranks):
-        options = posterior_options(experiment)
-        options.update(rank=rank, method=method)
+    rows = []
+    for hessian, method in itertools.product(hessians, methods):
+        # Each method pays its own compilation, as a run would (the products' programs
+        # are cached per problem and block width: forget them).
+        _laplace._GN_PROGRAMS.pop(problem, None)
+        _laplace._FD_PROGRAMS.pop(problem, None)
+        options = {**posterior_options(experiment), "method": method, "hessian": hessian}
         start = time.perf_counter()
-        posterior = inverse.laplace_posterior(
-            experiment.problem, x, weight=outcome.weight, **options
-        )
-        std = posterior.field_std(field)
-        elapsed = time.perf_counter() - start
-        stds.append(std)
-        rows.append(
-            {
-                "config": config_path,
-                "unknowns": experiment.problem.parameters.size,
-                "fit_s": outcome.fit_time_s,
-                "evaluations": outcome.result.num_evaluations,
-                "iterations": outcome.result.iterations,
-                "rank": posterior.eigenvalues.size,
-                "products": posterior.num_hessian_products,
-                "kind": posterior.hessian_kind,
-                "above_1": int(np.sum(posterior.eigenvalues > 1)),
-                "uncertainty_s": elapsed,
-                "first_call_s": first_call,
-                "log_evidence": posterior.log_evidence,
-            }
-        )
-    reference = stds[-1]
-    for row, std in zip(rows, stds, strict=True):
-        row["std_change"] = float(np.max(np.abs(std - reference)) / np.max(reference))
+        inverse.laplace_posterior(problem, x, weight=outcome.weight,
+                                  **{**options, "rank": 1, "oversampling": 0})  # fmt: skip
+        first_call = time.perf_counter() - start
+        method_rows, stds = [], []
+        for rank in sorted(ranks):
+            options.update(rank=rank)
+            start = time.perf_counter()
+            posterior = inverse.laplace_posterior(problem, x, weight=outcome.weight, **options)
+            std = posterior.field_std(field)
+            elapsed = time.perf_counter() - start
+            stds.append(std)
+            method_rows.append(
+                {
+                    "config": config_path,
+                    "unknowns": problem.parameters.size,
+                    "fit_s": outcome.fit_time_s,
+                    "evaluations": outcome.result.num_evaluations,
+                    "method": method,
+                    "hessian": hessian,
+                    "rank": posterior.eigenvalues.size,
+                    "products": posterior.num_hessian_products,
+                    "kind": posterior.hessian_kind,
+                    "above_1": int(np.sum(posterior.eigenvalues > 1)),
+                    "uncertainty_s": elapsed,
+                    "first_call_s": first_call,
+                    "log_evidence": posterior.log_evidence,
+                    "std": std,
+                }
+            )
+        rows += method_rows
+    # Truncation error: against the largest rank of the first method and Hessian.
+    reference = method_rows_of(rows, hessians[0], methods[0])[-1]["std"]
+    for row in rows:
+        row["std_change"] = float(np.max(np.abs(row["std"] - reference)) / np.max(reference))
     return rows
+
+
+def method_rows_of(rows, hessian, method):
+    return [r for r in rows if r["hessian"] == hessian and r["method"] == method]
 
 
 def table(rows) -> str:
     lines = [
-        "| config | unknowns | fit [s] (evaluations) | rank | Hessian-vector products | "
+        "| config | unknowns | fit [s] (evaluations) | method | rank | Hessian-vector products | "
         "eigenvalues > 1 | first call [s] | uncertainty [s] | (first call + uncertainty) / fit "
         "| std change vs largest rank |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| `{r['config']}` | {r['unknowns']} | {r['fit_s']:.1f} ({r['evaluations']}) | "
-            f"{r['rank']} | {r['products']} ({r['kind']}) | {r['above_1']} | "
+            f"{r['method']} | {r['rank']} | {r['products']} ({r['kind']}) | {r['above_1']} | "
             f"{r['first_call_s']:.1f} | {r['uncertainty_s']:.1f} | "
             f"{(r['first_call_s'] + r['uncertainty_s']) / r['fit_s']:.2f} | "
             f"{r['std_change']:.1e} |"
@@ -104,13 +118,18 @@ def main() -> None:
         "--configs", nargs="+", default=["examples/heat.yaml", "examples/heat_large.yaml"]
     )
     parser.add_argument("--ranks", nargs="+", type=int, default=[10, 25, 50])
-    parser.add_argument("--method", default="randomized", choices=("randomized", "lanczos"))
+    parser.add_argument(
+        "--methods", nargs="+", default=["randomized"], choices=inverse._laplace.METHODS
+    )
+    parser.add_argument(
+        "--hessians", nargs="+", default=["gauss-newton"], choices=_laplace.HESSIANS
+    )
     parser.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--markdown", metavar="PATH")
     args = parser.parse_args()
     rows = []
     for path in args.configs:
-        rows += run(path, args.ranks, args.method, args.override)
+        rows += run(path, args.ranks, args.methods, args.hessians, args.override)
         print(table(rows), flush=True)
     text = f"{table(rows)}\n\nMachine: {machine_line()}.\n"
     print(f"\nMachine: {machine_line()}.")

@@ -37,6 +37,7 @@ def posterior_options(experiment) -> dict:
         "nugget": options["nugget"],
         "center": experiment.prior_center,
         "batch_size": options["batch_size"],
+        "hessian": options["hessian"],
         "seed": config["seed"],
         # A linear model (the initial state as unknown): one Gauss-Newton step from the
         # fit is the exact posterior mean, whatever the optimiser's tolerance.

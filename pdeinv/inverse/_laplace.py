@@ -45,7 +45,7 @@ import scipy.linalg
 from ._optimize import IterationInfo, OptimizeResult
 from ._problem import warm_started_fits
 
-METHODS = ("randomized", "lanczos")
+METHODS = ("randomized", "nystrom", "lanczos")
 MAX_DENSE_UNKNOWNS = 8000  # the prior is a dense (n, n) matrix: 8000^2 doubles = 512 MB
 
 
@@ -262,12 +262,29 @@ class MisfitHessian(NamedTuple):
     apply: Callable[[np.ndarray], np.ndarray]
     gradient: Callable[[], np.ndarray]  # misfit gradient at the linearisation point, (n,)
     misfit: Callable[[], float]  # data misfit at the linearisation point
-    kind: str  # "gauss-newton" (the problem's own product) or "finite-difference-jvp"
+    # "gauss-newton" (the problem's own product), "finite-difference-jvp" (its fallback)
+    # or "gradient-difference" (the fit's own gradient, differenced)
+    kind: str
     counter: list  # [number of Hessian-vector products so far]
 
 
-def misfit_hessian(problem, m, *, batch_size: int | None = None, fd_step=None) -> MisfitHessian:
-    r"""Gauss–Newton misfit Hessian :math:`J^T\Gamma_{noise}^{-1}J` at ``m``, as products.
+HESSIANS = ("gauss-newton", "gradient-difference")
+
+
+def misfit_hessian(
+    problem, m, *, batch_size: int | None = None, fd_step=None, hessian: str = "gauss-newton"
+) -> MisfitHessian:
+    r"""Misfit Hessian at ``m`` as products: Gauss–Newton, or the gradient's difference.
+
+    ``hessian="gauss-newton"`` (default): :math:`J^T\Gamma_{noise}^{-1}J`, as below.
+    ``hessian="gradient-difference"``: the misfit's full Hessian
+    :math:`\nabla^2\Phi`, as the central difference of its gradient,
+    :math:`(\nabla\Phi(m + \epsilon v) - \nabla\Phi(m - \epsilon v))/2\epsilon`, each
+    gradient by the program the fit compiled (the problem's objective at weight 0),
+    so nothing is compiled; one vector at a time, two gradients per product.  It
+    equals Gauss–Newton for a linear model and differs from it by the residual's
+    curvature :math:`\sum_i r_i\nabla^2 r_i` otherwise (small at a MAP point that
+    fits the data to the noise; its negative eigenvalues, if any, are dropped).
 
     Uses the problem's own linearisation (``problem.gauss_newton_operator(m)``,
     :math:`J` by forward mode through the solver) when forward mode is available.
@@ -289,33 +306,49 @@ def misfit_hessian(problem, m, *, batch_size: int | None = None, fd_step=None) -
     fd_step
         Relative step of the central difference; default the cube root of the
         solver tolerance (or of the precision's resolution, if larger).
+    hessian
+        ``"gauss-newton"`` or ``"gradient-difference"`` (see above).
     """
     dtype = jnp.asarray(problem.data).dtype if _x64() else jnp.float32
     m_j = jnp.asarray(m, dtype)
+    if hessian not in HESSIANS:
+        raise ValueError(
+            f"uncertainty.hessian must be one of {', '.join(HESSIANS)}, got {hessian!r}"
+        )
     width = 1 if batch_size is None else int(batch_size)
     if width < 1:
         raise ValueError(f"uncertainty.batch_size must be >= 1, got {width}")
     counter = [0]
-    operator = _gauss_newton_operator(problem, m_j, width)
-    if operator is not None:
+    tol = float(problem.solver.get("tol", 1e-8) or 1e-8)
+    resolution = max(tol, float(jnp.finfo(dtype).eps))
+    step = resolution ** (1.0 / 3.0) if fd_step is None else float(fd_step)
+    scale = step * (1.0 + float(jnp.max(jnp.abs(m_j))))
+    if hessian == "gradient-difference":
+        return _gradient_difference(problem, m_j, scale, counter)
+    programs = _gauss_newton_programs(problem, m_j, width)
+    if programs is not None:
         kind = "gauss-newton"
+        products, misfit_gradient = programs
+        misfit_at_m = []
 
         def block(vectors):
-            return operator.apply_misfit(vectors)
+            hv, misfit_value = products(m_j, vectors)
+            if not misfit_at_m:
+                misfit_at_m.append(float(misfit_value))
+            return hv
 
         def gradient():
-            return np.asarray(operator.gradient, dtype=float)
+            return np.asarray(misfit_gradient(m_j), dtype=float)
 
         def misfit():
-            return float(operator.misfit)
+            if not misfit_at_m:
+                block(jnp.zeros((width, m_j.shape[0]), dtype))
+            return misfit_at_m[0]
 
     else:
         kind = "finite-difference-jvp"
         products, transpose = _finite_difference_programs(problem, dtype)
-        tol = float(problem.solver.get("tol", 1e-8) or 1e-8)
-        resolution = max(tol, float(jnp.finfo(dtype).eps))
-        step = resolution ** (1.0 / 3.0) if fd_step is None else float(fd_step)
-        scale = jnp.asarray(step * (1.0 + float(jnp.max(jnp.abs(m_j)))), dtype)
+        scale = jnp.asarray(scale, dtype)
         residual_at_m = []
 
         def block(vectors):
@@ -349,6 +382,57 @@ def misfit_hessian(problem, m, *, batch_size: int | None = None, fd_step=None) -
         return out[:, 0] if single else out
 
     return MisfitHessian(apply, gradient, misfit, kind, counter)
+
+
+def _gradient_difference(problem, m, scale, counter) -> MisfitHessian:
+    """:func:`misfit_hessian` by central differences of the fit's compiled gradient."""
+    from ._optimize import _value_and_grad
+
+    objective = getattr(problem, "_objective_with_weight", None)
+    if objective is None:
+        raise ValueError(
+            "uncertainty.hessian = gradient-difference needs a problem with a regularised "
+            "objective (InverseProblem or a multi-experiment problem)"
+        )
+    # The fit's own compiled program (cached per objective): called with the same
+    # argument types, it compiles nothing.
+    value_and_grad = _value_and_grad(objective)
+    zero = jnp.zeros((), m.dtype)
+
+    def misfit_and_gradient(x):
+        (_, misfit), grad = value_and_grad(jnp.asarray(x, m.dtype), zero)
+        return float(misfit), np.asarray(grad, dtype=float)
+
+    at_m = []
+
+    def at_point():
+        if not at_m:
+            at_m.append(misfit_and_gradient(m))
+        return at_m[0]
+
+    m_float = np.asarray(m, dtype=float)
+
+    def apply(vectors):
+        vectors = np.asarray(vectors, dtype=float)
+        single = vectors.ndim == 1
+        vectors = vectors[:, None] if single else vectors
+        counter[0] += vectors.shape[1]
+        out = np.empty_like(vectors)
+        for j in range(vectors.shape[1]):
+            v = vectors[:, j]
+            size = float(np.max(np.abs(v)))
+            if size == 0.0:
+                out[:, j] = 0.0
+                continue
+            eps = scale / size
+            plus = misfit_and_gradient(m_float + eps * v)[1]
+            minus = misfit_and_gradient(m_float - eps * v)[1]
+            out[:, j] = (plus - minus) / (2.0 * eps)
+        return out[:, 0] if single else out
+
+    return MisfitHessian(
+        apply, lambda: at_point()[1], lambda: at_point()[0], "gradient-difference", counter
+    )
 
 
 # Compiled finite-difference products per problem (and dtype), with the point m as an
@@ -387,25 +471,60 @@ def _finite_difference_programs(problem, dtype):
     return cache[key]
 
 
-def _gauss_newton_operator(problem, m, width):
-    """The problem's linearisation (forward mode through the solver), or ``None``.
+# Compiled Gauss-Newton products per problem (and dtype and block width), with the point
+# m as an argument: like the finite-difference ones, compiled once per run.
+_GN_PROGRAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _gauss_newton_programs(problem, m, width):
+    """``(products(m, V) -> (H V, misfit(m)), gradient(m))`` by forward mode, or ``None``.
+
+    One compiled program linearises the problem at ``m`` (its own
+    ``gauss_newton_operator``: the forward solve, ``J`` by forward mode and ``Jᵀ``
+    by transposing it) and applies the misfit Hessian to a block of ``width``
+    vectors (``vmap``): a second linearisation program (and its compilation) is
+    not needed, and the forward solve at ``m`` is repeated once per block, a
+    small fraction of the block's tangent and adjoint solves.  The misfit
+    gradient, needed only for a Newton step, is a second program compiled on
+    first use.
 
     ``None`` when the problem has no :meth:`gauss_newton_operator` or forward-mode
     differentiation of the solver is not available (``jax.linearize`` of a
     ``custom_vjp`` function raises ``TypeError`` while tracing).
     """
-    linearize = getattr(problem, "gauss_newton_operator", None)
-    if linearize is None:
+    if getattr(problem, "gauss_newton_operator", None) is None:
         return None
-    block = jnp.zeros((width, m.shape[0]), m.dtype)
-    try:
-        # Tracing only (no compilation) finds out whether forward mode works.
-        jax.eval_shape(lambda x: linearize(x, weight=0.0).apply_misfit(block), m)
-    except TypeError as err:
-        if "forward-mode" not in str(err) and "jvp" not in str(err):
-            raise
-        return None
-    return linearize(m, weight=0.0)
+    cache = _GN_PROGRAMS.setdefault(problem, {})
+    key = (jnp.dtype(m.dtype).name, int(width))
+    if key not in cache:
+
+        @jax.jit
+        def products(m, vectors):
+            operator = problem.gauss_newton_operator(m, weight=0.0)
+            return jax.vmap(operator.misfit_hvp)(vectors), operator.misfit
+
+        @jax.jit
+        def gradient(m):
+            return problem.gauss_newton_operator(m, weight=0.0).gradient
+
+        block = jnp.zeros((width, m.shape[0]), m.dtype)
+        try:
+            # Tracing only: no compilation before the first product.
+            lowered = products.lower(m, block)
+        except TypeError as err:
+            if "forward-mode" not in str(err) and "jvp" not in str(err):
+                raise
+            cache[key] = None
+        else:
+            compiled = []
+
+            def run(m, vectors):
+                if not compiled:
+                    compiled.append(lowered.compile())
+                return compiled[0](m, vectors)
+
+            cache[key] = (run, gradient)
+    return cache[key]
 
 
 def _residual_function(problem, dtype):
@@ -462,6 +581,51 @@ def randomized_eigh(
     order = np.argsort(values)[::-1][:rank]
     exact = max_rank is not None and samples >= max_rank
     return LowRankEigen(np.maximum(values[order], 0.0), q @ vectors[:, order], 2 * samples, exact)
+
+
+def nystrom_eigh(
+    apply_block, n: int, rank: int, *, oversampling: int = 10, rng=None, max_rank=None
+) -> LowRankEigen:
+    r"""Randomized Nyström approximation, single pass (Tropp, Yurtsever, Udell & Cevher 2017).
+
+    For a symmetric positive semi-definite ``A``: ``Y = A Omega`` for an orthonormal
+    Gaussian ``Omega`` with ``rank + oversampling`` columns, and
+    :math:`A \approx Y(\Omega^T Y)^{+}Y^T`, whose eigenpairs come from the SVD of
+    :math:`Y C^{-1}` (``C`` the Cholesky factor of :math:`\Omega^T Y`, both
+    shifted by :math:`\nu = \epsilon\|Y\|` for stability, the shift removed from
+    the eigenvalues).  ``rank + oversampling`` products, half of
+    :func:`randomized_eigh`'s, in one batch; the approximation error is that of
+    the randomized range finder applied to :math:`A^{1/2}` (squared), so it is
+    accurate where the spectrum decays past ``rank``, as a misfit Hessian's does.
+    With ``rank + oversampling >= n`` it is :func:`dense_eigh`; with
+    ``rank + oversampling >= max_rank`` (a bound on the rank of ``A``) the range of
+    ``A`` is captured and the result is exact.
+    """
+    rng = np.random.default_rng(0) if rng is None else rng
+    samples = rank + oversampling
+    if samples >= n:
+        result = dense_eigh(apply_block, n)
+        return result._replace(eigenvalues=result.eigenvalues[:rank],
+                               eigenvectors=result.eigenvectors[:, :rank])  # fmt: skip
+    omega, _ = np.linalg.qr(rng.standard_normal((n, samples)))
+    y = apply_block(omega)
+    shift = np.finfo(float).eps * max(np.linalg.norm(y), np.finfo(float).tiny)
+    y = y + shift * omega
+    core = omega.T @ y
+    try:
+        cholesky = np.linalg.cholesky(0.5 * (core + core.T))
+    except np.linalg.LinAlgError:
+        # Omega^T A Omega is singular beyond the shift (A not PSD to rounding, e.g. a
+        # finite-difference product): its eigendecomposition, negative part dropped.
+        values, vectors = np.linalg.eigh(0.5 * (core + core.T))
+        keep = values > shift * samples
+        factor = y @ (vectors[:, keep] / np.sqrt(values[keep]))
+    else:
+        factor = scipy.linalg.solve_triangular(cholesky, y.T, lower=True).T  # Y C^{-T}
+    u, sigma, _ = np.linalg.svd(factor, full_matrices=False)
+    values = np.maximum(sigma[:rank] ** 2 - shift, 0.0)
+    exact = max_rank is not None and samples >= max_rank
+    return LowRankEigen(values, u[:, :rank], samples, exact)
 
 
 def lanczos_eigh(
@@ -523,9 +687,10 @@ def generalized_eigh(
     rank
         Number of pairs, ``>= 1``; ``rank + oversampling >= n`` is exact.
     method
-        ``"randomized"`` (double pass, batched products) or ``"lanczos"``.
+        ``"randomized"`` (double pass, batched products), ``"nystrom"`` (single
+        pass: half the products, for a positive semi-definite ``H``) or ``"lanczos"``.
     oversampling
-        Extra vectors (randomized) or steps (Lanczos), ``>= 0``.
+        Extra vectors (randomized, Nyström) or steps (Lanczos), ``>= 0``.
     max_rank
         A bound on the rank of ``H`` (the number of data for a misfit Hessian):
         ``rank`` is capped there, and reaching it makes the result exact.
@@ -542,7 +707,9 @@ def generalized_eigh(
     def preconditioned(u):
         return prior.sqrt_covariance_t(hessian_apply(prior.sqrt_covariance(u)))
 
-    solver = randomized_eigh if method == "randomized" else lanczos_eigh
+    solver = {"randomized": randomized_eigh, "nystrom": nystrom_eigh, "lanczos": lanczos_eigh}[
+        method
+    ]
     return solver(
         preconditioned, n, rank, oversampling=int(oversampling), rng=rng, max_rank=max_rank
     )
@@ -682,7 +849,7 @@ def laplace_posterior(
     newton_step: bool = False,
     batch_size: int | None = None,
     seed: int = 0,
-    hessian: MisfitHessian | None = None,
+    hessian: MisfitHessian | str | None = None,
 ) -> LaplacePosterior:
     r"""Laplace posterior of ``problem`` at ``m`` (the MAP point of a fit).
 
@@ -697,7 +864,8 @@ def laplace_posterior(
         data (the misfit Hessian's rank).  ``rank + oversampling`` reaching ``n`` or
         the number of data (randomized), or a Lanczos breakdown, make the result exact.
     method, oversampling
-        Eigensolver (``"randomized"`` double pass or ``"lanczos"``) and its extra vectors.
+        Eigensolver (``"randomized"`` double pass, ``"nystrom"`` single pass or
+        ``"lanczos"``, see :func:`generalized_eigh`) and its extra vectors.
     weight, nugget, center
         Prior: see :func:`gaussian_prior`.
     newton_step
@@ -706,11 +874,14 @@ def laplace_posterior(
         model from any ``m`` (leave off for nonlinear fits at a bound).  Taken only
         when the posterior is exact (no truncated eigenpairs); otherwise the mean is ``m``.
     batch_size
-        Hessian–vector products at once (see :func:`misfit_hessian`).
+        Hessian–vector products at once (see :func:`misfit_hessian`); Lanczos
+        uses 1.
     seed
         Seed of the random start vectors.
     hessian
-        A ready :class:`MisfitHessian` (default: :func:`misfit_hessian` at ``m``).
+        A ready :class:`MisfitHessian`, or the kind of :func:`misfit_hessian` at ``m``
+        to use: ``"gauss-newton"`` (default) or ``"gradient-difference"`` (no
+        compilation: the fit's gradient program).
     """
     start = time.perf_counter()
     m = np.asarray(m, dtype=float)
@@ -720,8 +891,12 @@ def laplace_posterior(
     rank = default_rank(n) if rank is None else int(rank)
     weight = float(problem.weight if weight is None else weight)
     prior = gaussian_prior(problem, m, weight=weight, nugget=nugget, center=center)
-    if hessian is None:
-        hessian = misfit_hessian(problem, m, batch_size=batch_size)
+    if hessian is None or isinstance(hessian, str):
+        # Lanczos applies one vector at a time: a wider block would be padding only.
+        width = 1 if method == "lanczos" else batch_size
+        hessian = misfit_hessian(
+            problem, m, batch_size=width, hessian="gauss-newton" if hessian is None else hessian
+        )
     before = hessian.counter[0]
     eigen = generalized_eigh(
         hessian.apply, prior, rank, method=method, oversampling=oversampling,

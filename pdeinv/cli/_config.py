@@ -435,9 +435,10 @@ SCHEMA: dict[str, Any] = {
         "method": Option(
             "randomized",
             "str",
-            "Eigensolver: randomized double pass (batched products) or Lanczos with full "
-            "reorthogonalisation.",
-            choices=("randomized", "lanczos"),
+            "Eigensolver: randomized double pass (batched products), nystrom (randomized "
+            "single pass: half the products) or Lanczos with full reorthogonalisation (one "
+            "product at a time).",
+            choices=("randomized", "nystrom", "lanczos"),
         ),
         "oversampling": Option(
             10, "int", "Extra random vectors (randomized) or steps (Lanczos).", minimum=0
@@ -451,6 +452,15 @@ SCHEMA: dict[str, Any] = {
         ),
         "batch_size": Option(
             8, "int", "Hessian-vector products computed at once (vmap).", positive=True
+        ),
+        "hessian": Option(
+            "gauss-newton",
+            "str",
+            "Misfit Hessian products: gauss-newton (J by forward mode, then its adjoint; one "
+            "compilation) or gradient-difference (central difference of the fit's own "
+            "compiled gradient: nothing to compile, two gradients per product, the full "
+            "misfit Hessian; docs/uncertainty.md).",
+            choices=("gauss-newton", "gradient-difference"),
         ),
     },
     "output": {

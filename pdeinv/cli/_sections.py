@@ -189,6 +189,7 @@ class UncertaintySection:
     oversampling: int
     nugget: float
     batch_size: int
+    hessian: str
 
 
 @dataclasses.dataclass(frozen=True)

@@ -37,6 +37,7 @@ def posterior_options(experiment) -> dict:
         "nugget": options.nugget,
         "center": experiment.prior_center,
         "batch_size": options.batch_size,
+        "hessian": options.hessian,
         "seed": config.seed,
         # A linear model (the initial state as unknown): one Gauss-Newton step from the
         # fit is the exact posterior mean, whatever the optimiser's tolerance.
@@ -78,7 +79,7 @@ def compute_uncertainty(experiment, outcome) -> Uncertainty:
         "effective_parameters": posterior.effective_parameters,
         "uncertainty": {
             "rank": int(posterior.eigenvalues.size),
-            "method": options["method"],
+            "method": options.method,
             "exact": posterior.exact,
             "hessian_products": posterior.num_hessian_products,
             "hessian_kind": posterior.hessian_kind,

@@ -604,6 +604,7 @@ def test_trajectory_buffers_stay_within_their_budget(n, dtype, slots):
         reorthogonalize=None,
         checkpoint="trajectory",
         checkpoints=None,
+        batching="auto",
     )
     v = jnp.ones(n, dtype)
     cfg = core._prepare(lambda u, p: -u, v, {}, 1.0, **options)[0]

@@ -46,9 +46,7 @@ def randomized_eigh(
     rng = np.random.default_rng(0) if rng is None else rng
     samples = rank + oversampling
     if samples >= n:
-        result = dense_eigh(apply_block, n)
-        return result._replace(eigenvalues=result.eigenvalues[:rank],
-                               eigenvectors=result.eigenvectors[:, :rank])  # fmt: skip
+        return _leading_dense(apply_block, n, rank)
     omega = rng.standard_normal((n, samples))
     q, _ = np.linalg.qr(apply_block(omega))
     t = q.T @ apply_block(q)
@@ -56,6 +54,14 @@ def randomized_eigh(
     order = np.argsort(values)[::-1][:rank]
     exact = max_rank is not None and samples >= max_rank
     return LowRankEigen(np.maximum(values[order], 0.0), q @ vectors[:, order], 2 * samples, exact)
+
+
+def _leading_dense(apply_block, n: int, rank: int) -> LowRankEigen:
+    """The ``rank`` leading pairs of :func:`dense_eigh` (sampling would need ``>= n`` products)."""
+    result = dense_eigh(apply_block, n)
+    return result._replace(
+        eigenvalues=result.eigenvalues[:rank], eigenvectors=result.eigenvectors[:, :rank]
+    )
 
 
 def nystrom_eigh(
@@ -79,9 +85,7 @@ def nystrom_eigh(
     rng = np.random.default_rng(0) if rng is None else rng
     samples = rank + oversampling
     if samples >= n:
-        result = dense_eigh(apply_block, n)
-        return result._replace(eigenvalues=result.eigenvalues[:rank],
-                               eigenvectors=result.eigenvectors[:, :rank])  # fmt: skip
+        return _leading_dense(apply_block, n, rank)
     omega, _ = np.linalg.qr(rng.standard_normal((n, samples)))
     y = apply_block(omega)
     shift = np.finfo(float).eps * max(np.linalg.norm(y), np.finfo(float).tiny)

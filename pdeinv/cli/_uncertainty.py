@@ -79,7 +79,7 @@ def compute_uncertainty(experiment, outcome) -> Uncertainty:
         "effective_parameters": posterior.effective_parameters,
         "uncertainty": {
             "rank": int(posterior.eigenvalues.size),
-            "method": options.method,
+            "method": options["method"],
             "exact": posterior.exact,
             "hessian_products": posterior.num_hessian_products,
             "hessian_kind": posterior.hessian_kind,

@@ -365,23 +365,32 @@ class MorozovResult(NamedTuple):
     results: tuple = ()
 
 
-def warm_started_fits(problem, x0, weights, optimizer=None, *, callback=None, on_weight=None,
-                      stop=None, checkpoint=None):  # fmt: skip
-    """Yield ``(weight, result)`` of a fit at each weight in turn, each warm-started from the last.
+class WarmStartedFits:
+    """Fits at each weight in turn, each warm-started from the last, and their record.
 
-    The regularisation-weight sweeps (Morozov's principle here, the Laplace
-    evidence in :mod:`._laplace`) decide when to stop by leaving the loop.
+    Iterating yields ``(weight, result)``; ``tried``, ``misfits`` and ``results``
+    hold every fit so far.  The regularisation-weight sweeps (Morozov's principle
+    here, the Laplace evidence in :mod:`._laplace`) decide when to stop by leaving
+    the loop.  ``options`` go to :func:`fit` (``callback``, ``stop``,
+    ``checkpoint``); ``on_weight(w)`` is called before each fit.
     """
-    x = x0
-    for w in weights:
-        if on_weight is not None:
-            on_weight(float(w))
-        result = fit(
-            problem, x, optimizer, weight=float(w), callback=callback, stop=stop,
-            checkpoint=checkpoint,
-        )  # fmt: skip
-        x = result.x
-        yield float(w), result
+
+    def __init__(self, problem, x0, weights, optimizer=None, *, on_weight=None, **options):
+        self.problem, self.x0, self.weights, self.optimizer = problem, x0, weights, optimizer
+        self.on_weight, self.options = on_weight, options
+        self.tried, self.misfits, self.results = [], [], []
+
+    def __iter__(self):
+        x = self.x0
+        for w in self.weights:
+            if self.on_weight is not None:
+                self.on_weight(float(w))
+            result = fit(self.problem, x, self.optimizer, weight=float(w), **self.options)
+            x = result.x
+            self.tried.append(float(w))
+            self.misfits.append(result.misfit)
+            self.results.append(result)
+            yield float(w), result
 
 
 def fit_morozov(
@@ -410,19 +419,16 @@ def fit_morozov(
     if tau <= 0:
         raise ValueError(f"regularization.morozov_tau must be > 0, got {tau}")
     target = tau * problem.num_observations / 2.0
-    tried, misfits, results = [], [], []
-    sweep = warm_started_fits(
+    sweep = WarmStartedFits(
         problem, x0, weights, optimizer,
         callback=callback, on_weight=on_weight, stop=stop, checkpoint=checkpoint,
     )  # fmt: skip
-    for w, result in sweep:
-        tried.append(w)
-        misfits.append(result.misfit)
-        results.append(result)
+    for _, result in sweep:
         if result.misfit <= target or result.status == 3:
             break
+    tried, results = sweep.tried, sweep.results
     return MorozovResult(
-        results[-1], tried[-1], np.asarray(tried), np.asarray(misfits), target, tuple(results)
+        results[-1], tried[-1], np.asarray(tried), np.asarray(sweep.misfits), target, tuple(results)
     )
 
 

@@ -8,7 +8,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .._optimize import IterationInfo, OptimizeResult
-from .._problem import warm_started_fits
+from .._problem import WarmStartedFits
 from ._posterior import LaplacePosterior, laplace_posterior
 
 # -- choosing the weight by the evidence -------------------------------------------------
@@ -56,15 +56,12 @@ def fit_evidence(
             "(regularization.kind h1, tikhonov, bilaplacian or none), not total variation"
         )
     options = dict(posterior_options or {})
-    tried, evidences, misfits, results, posteriors = [], [], [], [], []
-    sweep = warm_started_fits(
+    evidences, posteriors = [], []
+    sweep = WarmStartedFits(
         problem, x0, weights, optimizer,
         callback=callback, on_weight=on_weight, stop=stop, checkpoint=checkpoint,
     )  # fmt: skip
     for w, result in sweep:
-        tried.append(w)
-        misfits.append(result.misfit)
-        results.append(result)
         if result.status == 3:  # interrupted: no posterior for a half-finished fit
             break
         posterior = laplace_posterior(problem, np.asarray(result.x), weight=float(w), **options)
@@ -73,6 +70,7 @@ def fit_evidence(
         best = int(np.argmax(evidences))
         if len(evidences) - 1 - best >= 2:
             break
+    tried, misfits, results = sweep.tried, sweep.misfits, sweep.results
     if not posteriors:
         return EvidenceResult(results[-1], tried[-1], None, np.asarray(tried),
                               np.asarray([]), np.asarray(misfits), tuple(results))  # fmt: skip

@@ -388,11 +388,10 @@ def _add_tangent(a, b):
 
 def _singular_pairs(m, rank_tol):
     """``(U^T, S W^T, count)`` of ``M = U S W^T``, ``count`` pairs above ``rank_tol * S_0``."""
-    # The SVD is a choice of factors, not a value: only U S W^T = M matters
-    # downstream.  With U square and orthonormal, S W^T = U^T M exactly, so the
-    # factors are (U^T, U^T M) with U held fixed: differentiating them (forward
-    # mode over this sweep, jax.jvp of jax.grad) is then exact and never meets
-    # the SVD's own derivative (undefined at repeated singular values).
+    # The SVD only chooses the factors (U square and orthonormal, so S W^T =
+    # U^T M); it is taken without derivative, which is undefined at repeated
+    # singular values.  Forward mode over the sweep gets the tangent of the
+    # truncated sum from _low_rank_cotangent_jvp, not from these factors.
     u, svals, _ = _svd(lax.stop_gradient(m))
     keep = jnp.sum(svals > rank_tol * svals[0])
     return u.T, u.T @ m, keep

@@ -332,9 +332,11 @@ def _backward_two_sided(
 
 
 def _add(a, b):
-    return jax.tree_util.tree_map(jnp.add, a, b)
+    """Leafwise ``a + b`` of two gradients; ``float0`` leaves (integer params) stay as they are."""
+    return jax.tree_util.tree_map(lambda x, y: x if x.dtype == jax.dtypes.float0 else x + y, a, b)
 
 
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
 def _low_rank_cotangent(matvec, params, m, basis_f, basis_b, rank_tol):
     """``sum_pq M_pq d<V_b e_q, A V_f e_p>/dparams`` with ``M`` truncated to its numerical rank.
 
@@ -350,16 +352,11 @@ def _low_rank_cotangent(matvec, params, m, basis_f, basis_b, rank_tol):
     Differentiated (forward mode over this sweep: ``jax.jvp`` of ``jax.grad``)
     by its own rule, :func:`_low_rank_cotangent_jvp`.
     """
-    return _low_rank_core(matvec, params, m, basis_f, basis_b, rank_tol)
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
-def _low_rank_core(matvec, params, m, basis_f, basis_b, rank_tol):
     left, right, keep = _singular_pairs(m, rank_tol)
     return params_cotangent_low_rank(matvec, params, left, basis_f, right, basis_b, keep)
 
 
-@_low_rank_core.defjvp
+@_low_rank_cotangent.defjvp
 def _low_rank_cotangent_jvp(matvec, primals, tangents):
     """Tangent of the truncated sum: the pairs' own, plus ``dM`` in full.
 
@@ -379,11 +376,7 @@ def _low_rank_cotangent_jvp(matvec, primals, tangents):
     out, dout = jax.jvp(with_pairs_fixed, (params, basis_f, basis_b), (dparams, dbasis_f, dbasis_b))
     dleft, dright, dkeep = _singular_pairs(dm, rank_tol)
     from_dm = params_cotangent_low_rank(matvec, params, dleft, basis_f, dright, basis_b, dkeep)
-    return out, jax.tree_util.tree_map(_add_tangent, dout, from_dm)
-
-
-def _add_tangent(a, b):
-    return a if a.dtype == jax.dtypes.float0 else a + b
+    return out, _add(dout, from_dm)
 
 
 def _singular_pairs(m, rank_tol):

@@ -26,7 +26,6 @@ from ..krylov._common import eigh_small, one_at_a_time_on_cpu
 from ..krylov._dense import expm_small
 
 # Batched LAPACK deadlocks inside loops on CPU (see one_at_a_time_on_cpu).
-_eigh = eigh_small
 _svd = one_at_a_time_on_cpu(lambda m: tuple(jnp.linalg.svd(m, full_matrices=False)))
 
 
@@ -79,7 +78,7 @@ class KrylovPropagator:
         self.k = hessenberg.shape[0]
         self.last = self.k - 1 if size is None else size - 1
         if symmetric:
-            self.evals, self.evecs = _eigh(hessenberg)
+            self.evals, self.evecs = eigh_small(hessenberg)
         if skew:
             # A skew tridiagonal H (H[j+1, j] = b_j = -H[j, j+1], zero diagonal) is
             # D (-i T) D^H with D = diag(i^j) and T the real symmetric tridiagonal
@@ -87,7 +86,7 @@ class KrylovPropagator:
             # and U = D V: a real eigendecomposition (jax's complex eigh was
             # measured 600x slower than the real one at k = 30 on CPU).
             lower = jnp.tril(hessenberg, -1)
-            self.freqs, real_vecs = _eigh(lower + lower.T)
+            self.freqs, real_vecs = eigh_small(lower + lower.T)
             phases = (1j) ** jnp.arange(self.k)
             self.evecs = phases[:, None] * real_vecs
             self.first = real_vecs[0, :].astype(self.evecs.dtype)  # U^H e1 (D e1 = e1)

@@ -16,7 +16,8 @@ The integrator wraps its sweeps (``pdeinv/expm/_forward.py``, ``_rules.py``),
 First derivatives never differentiate the sweeps (the integrator's own rules
 do), but ``jax.jvp``/``jax.linearize`` of ``jax.grad`` (Hessian-vector
 products) differentiate them in forward mode, so the wrapper keeps forward
-mode, with primal outputs that ``jax.linearize`` computes ahead of the tangents.
+mode by differentiating the function itself (under ``vmap`` those tangents run
+in lockstep).
 """
 
 from __future__ import annotations

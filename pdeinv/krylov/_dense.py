@@ -28,7 +28,6 @@ from ._common import eigh_small, one_at_a_time_on_cpu
 __all__ = ["expm_small", "expm_sym_tridiag_e1"]
 
 _solve = one_at_a_time_on_cpu(jnp.linalg.solve)  # see there: batched LAPACK deadlocks
-_eigh = eigh_small
 
 # Padé-13 numerator coefficients b_0..b_13 (Higham 2005, "The scaling and
 # squaring method for the matrix exponential revisited", Table 2.3).
@@ -190,7 +189,7 @@ def _tridiag(alpha: Array, beta: Array) -> Array:
 
 
 def _sym_tridiag_e1_impl(alpha, beta, t):
-    lam, u = _eigh(_tridiag(alpha, beta))
+    lam, u = eigh_small(_tridiag(alpha, beta))
     b = u[0, :]
     return u @ (jnp.exp(t * lam) * b), (lam, u)
 

@@ -206,6 +206,19 @@ def dense_second_derivatives(mats, p, v, w, t):
     return h + h.T
 
 
+def hessian_of_two_matrix_loss(mats, p0, v, w, t, **options):
+    """``jax.hessian`` of ``w^T exp(t (p_0 A_0 + p_1 A_1)) v`` at ``p0``, by expm_multiply."""
+    a1, a2 = (jnp.asarray(m) for m in mats)
+
+    def loss(p):
+        y = expm_multiply(
+            lambda x, p: p[0] * (a1 @ x) + p[1] * (a2 @ x), jnp.asarray(v), p, t, **options
+        )
+        return jnp.dot(jnp.asarray(w), y)
+
+    return np.asarray(jax.hessian(loss)(jnp.asarray(p0)))
+
+
 def two_coefficient_heat(n):
     """A stiff 1-D diffusion operator split in two coefficients (left/right halves)."""
     lap = (-2 * np.eye(n) + np.eye(n, k=1) + np.eye(n, k=-1)) * n**2 / 4
@@ -251,23 +264,10 @@ def test_hessian_of_a_stiff_problem_matches_the_dense_second_derivative(checkpoi
     v, w = rng.standard_normal(n), rng.standard_normal(n)
     p0 = np.array([1.0, 0.7])
     exact = dense_second_derivatives(mats, p0, v, w, t)
-    a1, a2 = (jnp.asarray(m) for m in mats)
-
     for tol in (1e-6, 1e-10):
-
-        def loss(p, tol=tol):
-            y = expm_multiply(
-                lambda x, p: p[0] * (a1 @ x) + p[1] * (a2 @ x),
-                jnp.asarray(v),
-                p,
-                t,
-                tol=tol,
-                method="lanczos",
-                checkpoint=checkpoint,
-            )
-            return jnp.dot(jnp.asarray(w), y)
-
-        hess = np.asarray(jax.hessian(loss)(jnp.asarray(p0)))
+        hess = hessian_of_two_matrix_loss(
+            mats, p0, v, w, t, tol=tol, method="lanczos", checkpoint=checkpoint
+        )
         assert np.abs(hess - exact).max() <= 100 * tol * np.abs(exact).max()
 
 
@@ -301,20 +301,7 @@ def test_hessian_of_a_skew_problem_matches_the_dense_second_derivative():
     v, w = rng.standard_normal(n), rng.standard_normal(n)
     p0 = np.array([1.0, 0.5])
     exact = dense_second_derivatives(mats, p0, v, w, 1.0)
-    a1, a2 = (jnp.asarray(m) for m in mats)
-
-    def loss(p):
-        y = expm_multiply(
-            lambda x, p: p[0] * (a1 @ x) + p[1] * (a2 @ x),
-            jnp.asarray(v),
-            p,
-            1.0,
-            tol=1e-8,
-            method="skew-lanczos",
-        )
-        return jnp.dot(jnp.asarray(w), y)
-
-    hess = np.asarray(jax.hessian(loss)(jnp.asarray(p0)))
+    hess = hessian_of_two_matrix_loss(mats, p0, v, w, 1.0, tol=1e-8, method="skew-lanczos")
     assert np.abs(hess - exact).max() <= 1e-6 * np.abs(exact).max()
 
 

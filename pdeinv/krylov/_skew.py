@@ -54,7 +54,7 @@ def _skew_tridiagonal(offdiag, size):
 def skew_lanczos_process(apply: Callable[[Array], Array]) -> Process:
     """The two-term recurrence on ``apply(x) = A x``, for :func:`~pdeinv.krylov._engine.iterate`.
 
-    State ``(q, q_prev, b_prev, active, num_steps, scale, skew)``; each step
+    State ``(q, q_prev, b_prev, active, num_steps, scale, skew, qw_prev)``; each step
     emits ``(q, b_next)``.  ``||A q_j||^2 = b_j^2 + b_{j+1}^2`` for a skew ``A``
     (the two terms are orthogonal), which gives the breakdown scale without a
     reduction.  The decomposition has ``H`` skew tridiagonal; the skewness
@@ -69,13 +69,19 @@ def skew_lanczos_process(apply: Callable[[Array], Array]) -> Process:
         active0 = beta > 0
         q0 = safe_normalize(v, beta, ~active0)
         zero = jnp.zeros((), dtype)
-        return beta, (q0, jnp.zeros_like(v), zero, active0, jnp.zeros((), jnp.int32), zero, zero)
+        state = (q0, jnp.zeros_like(v), zero, active0, jnp.zeros((), jnp.int32), zero, zero, zero)
+        return beta, state
 
     def step(state, _):
-        q, q_prev, b_prev, active, num_steps, scale, skew = state
-        aq = apply(q)
-        diagonal = jnp.dot(q, aq)
-        w = aq + b_prev * q_prev
+        q, q_prev, b_prev, active, num_steps, scale, skew, qw_prev = state
+        w = apply(q) + b_prev * q_prev
+        # q_j^T A q_j without a second pass over A q_j (XLA recomputes the
+        # matvec for each consumer): with d_j = q_j^T w_j and
+        # b_j q_j^T q_{j-1} = d_{j-1} (q_j = w_{j-1} / b_j), it is d_j - d_{j-1},
+        # exact up to rounding of order eps * ||A q_j||.  No predecessor (first
+        # step, after a breakdown): d_j itself.
+        qw = jnp.dot(q, w)
+        diagonal = qw - jnp.where(b_prev > 0, qw_prev, jnp.zeros_like(qw_prev))
         norm_w = safe_norm(w)
         # A threshold, not a value: no derivative (0/0 at an exact breakdown).
         scale = jnp.maximum(scale, jnp.sqrt(lax.stop_gradient(b_prev**2 + norm_w**2 + diagonal**2)))
@@ -85,11 +91,11 @@ def skew_lanczos_process(apply: Callable[[Array], Array]) -> Process:
         active = active & ~broke
         b_next = jnp.where(broke, jnp.zeros_like(norm_w), norm_w)
         q_next = safe_normalize(w, norm_w, broke)
-        return (q_next, q, b_next, active, num_steps, scale, skew), (q, b_next)
+        return (q_next, q, b_next, active, num_steps, scale, skew, qw), (q, b_next)
 
     def finish(beta, state, outputs, size):
         rows, offdiag = outputs
-        q_last, _, b_last, _, num_steps, scale, skew = state
+        q_last, _, b_last, _, num_steps, scale, skew, _ = state
         dec = KrylovDecomposition(
             rows, _skew_tridiagonal(offdiag, size), b_last * q_last, beta, num_steps
         )

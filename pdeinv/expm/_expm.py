@@ -62,6 +62,7 @@ from ._config import (
     METHODS,
     ExpmStats,
     _Config,
+    adjoint_krylov_dim,
 )
 from ._rules import expm_core as _expm_core
 
@@ -232,6 +233,7 @@ def _prepare(
         trajectory_slots=slots,
         trajectory_rank=rank,
         batching=batching,
+        adjoint_krylov_dim=adjoint_krylov_dim(method, k, n),
     )
     return cfg, v, ts, jnp.asarray(tol, v.dtype), scalar_t, params
 

@@ -155,30 +155,24 @@ def _backward_two_sided(
             # For oscillatory (skew) operators the quadrature matrix has nearly
             # full rank (the trajectory rotates through the whole Krylov space:
             # measured on the 64^2 wave, every sub-step above k/2), so no
-            # low-rank pairs: the sub-steps accumulate sum M V_b, a (k, n) block
-            # over the step's forward basis, and the step ends with one batch of
-            # k VJPs, however many sub-steps the adjoint took.  Chosen per
-            # method, not per sub-step: under vmap a data-dependent choice
-            # would run both.
-            def cotangent(m, basis_b, rows):
-                return None, rows + m @ basis_b
+            # low-rank pairs: each sub-step takes its k VJPs with the rows of
+            # M V_b.  (Accumulating sum M V_b over a step's sub-steps and taking
+            # the VJPs once cost more: the (k, n) block's zero start, sums and
+            # while-loop copies outweighed the VJPs, 16 ms against 6 ms per
+            # step on the 128^2 wave, now that the adjoint mostly covers a
+            # forward step in one sub-step, see _config.adjoint_krylov_dim.)
+            # Chosen per method, not per sub-step: under vmap a data-dependent
+            # choice would run both.
+            def cotangent(m, basis_b, side_state):
+                return params_cotangent(matvec, params, basis_f, m @ basis_b), side_state
 
-            def finish(rows):
-                return params_cotangent(matvec, params, basis_f, rows)
-
-            return (
-                _propagator(cfg, projection_f),
-                cotangent,
-                finish,
-                replay,
-                jnp.zeros_like(basis_f),
-            )
+            return _propagator(cfg, projection_f), cotangent, replay, side_state
 
         def cotangent(m, basis_b, side_state):
             grad = _low_rank_cotangent(matvec, params, m, basis_f, basis_b, rank_tol)
             return grad, side_state
 
-        return _propagator(cfg, projection_f), cotangent, None, replay, side_state
+        return _propagator(cfg, projection_f), cotangent, replay, side_state
 
     def from_trajectory(j, replay, rebuilt_basis):
         """Forward side of step ``j`` from its stored trajectory basis ``U = Q^T V``.
@@ -221,7 +215,7 @@ def _backward_two_sided(
                 return grad, rebuilt_basis
 
             propagator = _propagator(cfg, _Projection(*projection_f))
-            return propagator, cotangent, None, replay, rebuilt_basis
+            return propagator, cotangent, replay, rebuilt_basis
 
         rebuilt_basis = ensure_basis((rebuilt_basis[0], jnp.zeros((), bool)), ~valid)
 
@@ -243,25 +237,22 @@ def _backward_two_sided(
             return _add(grad, full), rebuilt_basis
 
         projection_f = _Projection(*projection_f)
-        return _propagator(cfg, projection_f), cotangent, None, replay, rebuilt_basis
+        return _propagator(cfg, projection_f), cotangent, replay, rebuilt_basis
 
     def sweep(carry: _BackwardCarry, lower, forward_side, side_state):
         """Steps ``carry.j - 1`` down to ``lower``, their forward sides from ``forward_side``.
 
-        ``forward_side(j, replay, side_state) -> (propagator, cotangent, finish,
-        replay, step_state)``: ``cotangent(m, basis_b, step_state) -> (gradient
-        or None, step_state)`` per sub-step; ``finish(step_state)`` (if not None)
-        gives the step's gradient after its last sub-step, else ``step_state``
-        is the side state carried on to the next step.
+        ``forward_side(j, replay, side_state) -> (propagator, cotangent, replay,
+        step_state)``: ``cotangent(m, basis_b, step_state) -> (gradient,
+        step_state)`` per sub-step; the last ``step_state`` is the side state
+        carried on to the next step.
         """
 
         def step(state):
             carry, side_state = state
             j = carry.j - 1
             tau = taus[j].astype(dtype)
-            prop_f, cotangent, finish, replay, step_state = forward_side(
-                j, carry.replay, side_state
-            )
+            prop_f, cotangent, replay, step_state = forward_side(j, carry.replay, side_state)
 
             def sub_body(c: _SubStep):
                 sigma_try = jnp.minimum(c.s_end, c.sigma_suggest)
@@ -280,7 +271,7 @@ def _backward_two_sided(
                 c_start = prop_f.beta * prop_f.exp_times(s_start)
                 m, lam_coef = two_sided_block(prop_f, prop_b, c_start, sigma)
                 delta, step_state = cotangent(m, basis_b, c.step_state)
-                grad = c.grad if delta is None else _add(c.grad, delta)
+                grad = _add(c.grad, delta)
                 clipped = reached & (trials == 0)
                 sigma_suggest = jnp.where(
                     clipped, jnp.maximum(c.sigma_suggest, sigma_next), sigma_next
@@ -299,14 +290,9 @@ def _backward_two_sided(
                 sub_body,
                 _SubStep(tau, carry.lam, carry.grad, carry.sigma_suggest, carry.failed, step_state),
             )
-            grad = sub.grad
-            if finish is None:
-                side_state = sub.step_state
-            else:
-                grad = _add(grad, finish(sub.step_state))
             lam = sub.lam + _output_cotangent(out_step, g, j)
-            carry = _BackwardCarry(j, lam, grad, sub.sigma_suggest, sub.failed, replay)
-            return carry, side_state
+            carry = _BackwardCarry(j, lam, sub.grad, sub.sigma_suggest, sub.failed, replay)
+            return carry, sub.step_state
 
         carry, _ = lax.while_loop(lambda state: state[0].j > lower, step, (carry, side_state))
         return carry

@@ -77,12 +77,16 @@ class Process(NamedTuple):
     init: Callable
     step: Callable
     finish: Callable
+    # The step hands its vector on as the next step's predecessor (the short
+    # recurrences): the drivers then run two steps per loop body (scan_unroll).
+    hands_over: bool = False
 
 
-def scan_unroll(n: int) -> int:
-    """Steps per loop iteration of the drivers' scans: 2 from ``n = _UNROLL_MIN_N`` on.
+def scan_unroll(process: Process, n: int) -> int:
+    """Steps per loop body of the drivers' scans: 2 for a process that hands its
+    vector on (``process.hands_over``) from ``n = _UNROLL_MIN_N`` on, else 1.
 
-    A step hands its vector ``q`` on as the next step's ``q_prev``.  In a loop
+    A short recurrence hands ``q`` on as the next step's ``q_prev``.  In a loop
     body of one step that moves a value between two slots of the loop state,
     which XLA can only do by copying it (three ``n``-vector copies per step in
     the optimised HLO of the Lanczos recurrences); a body of two steps writes
@@ -90,10 +94,11 @@ def scan_unroll(n: int) -> int:
     steps.  Measured on XLA:CPU, one core, CPU time per step over 31 runs
     (min / median): skew Lanczos on the 128^2 wave (n = 49923) 163 / 208 us
     with one step per body, 157 / 170 us with two; Lanczos on 128^2 heat 73 / 114
-    against 74 / 98 us.  Small problems keep one step per body, which compiles
-    faster.
+    against 74 / 98 us.  Arnoldi, which writes into a carried basis, got slower
+    with two steps per body (the tangent's block solve on 64^2 heat: 91 against
+    68 ms), and small problems compile faster with one.
     """
-    return 2 if n >= _UNROLL_MIN_N else 1
+    return 2 if process.hands_over and n >= _UNROLL_MIN_N else 1
 
 
 _UNROLL_MIN_N = 4096
@@ -110,7 +115,7 @@ def iterate(process: Process, v: Array, krylov_dim: int):
     k = check_krylov_dim(krylov_dim, v.shape[0], "iterate")
     norm, state = process.init(v, k)
     state, outputs = lax.scan(
-        process.step, state, jnp.arange(k, dtype=jnp.int32), unroll=scan_unroll(v.shape[0])
+        process.step, state, jnp.arange(k, dtype=jnp.int32), unroll=scan_unroll(process, v.shape[0])
     )
     dec, _, skewness = process.finish(norm, state, outputs, k)
     return dec, skewness
@@ -138,7 +143,7 @@ def iterate_until(process: Process, v: Array, krylov_dim: int, chunk: int, stop:
     one = jax.eval_shape(process.step, state0, jnp.zeros((), jnp.int32))[1]
     outputs0 = jax.tree.map(lambda s: jnp.zeros((k, *s.shape), s.dtype), one)
     steps = jnp.arange(chunk, dtype=jnp.int32)
-    unroll = scan_unroll(v.shape[0])
+    unroll = scan_unroll(process, v.shape[0])
 
     def body(c):
         state, outputs, size, _ = c

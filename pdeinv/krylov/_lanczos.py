@@ -108,7 +108,7 @@ def _recurrence(apply, *, bordered: bool = False) -> Process:
         )
         return dec, b_last, jnp.zeros((), b_last.dtype)
 
-    return Process(init, step, finish)
+    return Process(init, step, finish, hands_over=True)
 
 
 def _reorthogonalized(apply) -> Process:

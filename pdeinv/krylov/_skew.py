@@ -101,7 +101,7 @@ def skew_lanczos_process(apply: Callable[[Array], Array]) -> Process:
         )
         return dec, b_last, skew / jnp.where(scale > 0, scale, 1.0)
 
-    return Process(init, step, finish)
+    return Process(init, step, finish, hands_over=True)
 
 
 def skew_lanczos_iteration(

@@ -445,12 +445,12 @@ def test_trajectory_policy_matches_rebuilt_bases_with_fewer_matvecs(method):
 
 
 @pytest.mark.slow  # ~35 s: forced fallbacks compile several extra programs
-def test_trajectory_check_falls_back_to_the_rebuilt_basis(monkeypatch):
+def test_trajectory_check_falls_back_to_the_rebuilt_basis():
     # With 2-vector trajectory bases most steps are marked invalid by the
     # forward sweep or fail the span check: those rebuild the forward basis,
     # and the gradient is still accurate.
     # With bases for only the first 2 steps, later steps take the states path.
-    import pdeinv.expm._expm as core
+    from pdeinv.expm._checkpoint import Trajectory
 
     params, v = diffusion_problem(40, 1e4, seed=33)
     w = jnp.asarray(np.random.default_rng(34).standard_normal(40))
@@ -459,29 +459,32 @@ def test_trajectory_check_falls_back_to_the_rebuilt_basis(monkeypatch):
     _, stats = expm_multiply_info(diffusion_matvec, v, params, 1.0, tol=tol, method="lanczos")
     assert int(stats.num_steps) > 2
 
-    def run():
+    def run(policy):
         calls["n"] = 0
-        loss = lambda p: jnp.dot(w, expm_multiply(matvec, v, p, 1.0, tol=tol, method="lanczos"))
+
+        def loss(p):
+            y = expm_multiply(matvec, v, p, 1.0, tol=tol, method="lanczos", checkpoint=policy)
+            return jnp.dot(w, y)
+
         return jax.grad(loss)(params)["log_kappa"], calls["n"]
 
-    full, full_count = run()
-    monkeypatch.setattr(core, "_TRAJECTORY_RANK", 2)
-    narrow, narrow_count = run()
-    monkeypatch.setattr(core, "_TRAJECTORY_RANK", 8)
+    full, full_count = run(Trajectory())
+    narrow, narrow_count = run(Trajectory(rank=2))
     slot = (8 + 1) * 40 + 30 * (30 + 8 + 3)  # one step's storage, in float64 words
-    monkeypatch.setattr(core, "_TRAJECTORY_BYTES", 2 * slot * 8)
-    mixed, mixed_count = run()
+    mixed, mixed_count = run(Trajectory(budget_bytes=2 * slot * 8))
     _, _, grad_ref = reference(diffusion_matvec, params, v, 1.0, w)
     for g in (full, narrow, mixed):
         assert rel(g, grad_ref["log_kappa"]) < 100 * tol
     assert rel(narrow, full) < tol and rel(mixed, full) < tol
     assert narrow_count > full_count and mixed_count > full_count
     # Under vmap the fallback (a loop of at most one pass) runs per element.
-    monkeypatch.setattr(core, "_TRAJECTORY_RANK", 2)
     vs = jnp.stack([v, -0.5 * jnp.roll(v, 7)])
 
     def loss(v, p):
-        return jnp.dot(w, expm_multiply(diffusion_matvec, v, p, 1.0, tol=tol, method="lanczos"))
+        y = expm_multiply(
+            diffusion_matvec, v, p, 1.0, tol=tol, method="lanczos", checkpoint=Trajectory(rank=2)
+        )
+        return jnp.dot(w, y)
 
     batched = jax.vmap(jax.grad(loss, argnums=1), in_axes=(0, None))(vs, params)
     for i in range(2):
@@ -608,6 +611,7 @@ def test_trajectory_buffers_stay_within_their_budget(n, dtype, slots):
     )
     v = jnp.ones(n, dtype)
     cfg = core._prepare(lambda u, p: -u, v, {}, 1.0, **options)[0]
-    assert cfg.trajectory_slots == slots
-    per_step = (cfg.trajectory_rank + 1) * n + 30 * (30 + cfg.trajectory_rank + 3)
-    assert cfg.trajectory_slots * per_step * jnp.dtype(dtype).itemsize <= core._TRAJECTORY_BYTES
+    policy = cfg.checkpoint
+    assert policy.slots == slots
+    per_step = (policy.rank + 1) * n + 30 * (30 + policy.rank + 3)
+    assert policy.slots * per_step * jnp.dtype(dtype).itemsize <= policy.budget_bytes

@@ -168,7 +168,7 @@ def planned_gradient_memory(
     :func:`pdeinv.expm_multiply` itself plans with (``planned_bytes`` of
     ``pdeinv/expm/_checkpoint.py``): the kept step-start states (32, at most
     ``solver.max_steps``) and the replay segment, the stored trajectory bases
-    (at most 8 MiB), every Krylov basis for ``solver.checkpoint = bases``
+    (at most 8 MiB, shared by a batch), every Krylov basis for ``solver.checkpoint = bases``
     (``max_steps * krylov_dim`` states).  Added here: the forward and backward
     Krylov bases and the outputs; items of ``precision`` (``"float64"`` or
     ``"float32"``).  The trajectory bases are counted as for a method that
@@ -181,7 +181,7 @@ def planned_gradient_memory(
     k = min(int(solver.krylov_dim), n)
     max_steps = int(solver.max_steps)
     buffers = checkpoint_policy(solver.checkpoint).planned_bytes(
-        n=n, k=k, max_steps=max_steps, checkpoints=None, itemsize=itemsize
+        n=n, k=k, max_steps=max_steps, checkpoints=None, itemsize=itemsize, batch=batch
     )
     working = 2 * (k + 1) * n + 2 * num_times * n
     per_solve = buffers["states"] + buffers["policy"] + itemsize * (working + 2 * max_steps)

@@ -25,7 +25,10 @@ The interface, used by ``_expm._prepare`` (planning), ``_forward`` (recording),
     Length of the state buffer.
 ``plan(n, k, kept, itemsize, method, gradient)``
     The policy with its buffer sizes fixed for one call (a static object).
-``planned_bytes(n, k, max_steps, checkpoints, itemsize, ...)``
+``for_batch(size)``
+    The planned policy for one of ``size`` solves batched by ``vmap``, whose
+    records are all alive at once (:class:`Trajectory` shares its budget).
+``planned_bytes(n, k, max_steps, checkpoints, itemsize, ..., batch=1)``
     Bytes of the state buffer with its replay segment and of the policy's buffers.
 ``init_buffers(cfg, n, dtype)`` / ``record(cfg, buffers, j, u, decomposition, tau, tol)``
     The policy's own buffers (beside the states) and their update at step ``j``.
@@ -105,6 +108,16 @@ class AbstractCheckpoint(abc.ABC):
         del n, k, kept, itemsize, method, gradient
         return self
 
+    def for_batch(self, size: int):
+        """This planned policy for one of ``size`` solves that run as one batch.
+
+        Called by the forward sweep's batching rule (``vmap`` with
+        ``batching="auto"`` or ``"sequential"``, :func:`~pdeinv.krylov._batching.per_element`),
+        where the records of all ``size`` solves are alive at once.
+        """
+        del size
+        return self
+
     def buffer_elements(self, n: int, k: int, max_steps: int) -> int:
         """Array elements of the policy's own buffers (after :meth:`plan`)."""
         del n, k, max_steps
@@ -120,12 +133,14 @@ class AbstractCheckpoint(abc.ABC):
         itemsize: int,
         method: str = "arnoldi",
         gradient: str = "two-sided",
+        batch: int = 1,
     ) -> dict:
         """Bytes one solve keeps for its gradient: ``{"states": ..., "policy": ...}``.
 
         ``states``: the kept step-start states and, when they are thinned, the
-        replay segment; ``policy``: this policy's own buffers.  The same sizes
-        ``expm_multiply`` allocates (``k`` already clipped to ``n``).
+        replay segment; ``policy``: this policy's own buffers, for one of
+        ``batch`` solves run as one ``vmap`` (see :meth:`for_batch`).  The same
+        sizes ``expm_multiply`` allocates (``k`` already clipped to ``n``).
         """
         checkpoints = DEFAULT_CHECKPOINTS if checkpoints is None else checkpoints
         kept = self.kept_states(checkpoints, max_steps)
@@ -133,7 +148,7 @@ class AbstractCheckpoint(abc.ABC):
         states = (kept + (segment if kept < max_steps else 0)) * n
         planned = self.plan(
             n=n, k=k, kept=kept, itemsize=itemsize, method=method, gradient=gradient
-        )
+        ).for_batch(batch)
         return {
             "states": itemsize * states,
             "policy": itemsize * planned.buffer_elements(n, k, max_steps),
@@ -209,16 +224,17 @@ class Trajectory(AbstractCheckpoint):
         stored when ``rank >= krylov_dim``, where the projection would store as
         much as the Krylov basis itself).
     budget_bytes
-        Memory of the trajectory buffers of one solve: the first ``slots``
-        steps get one (at most the kept states, as many as fit; none for ``n``
-        above about ``10^5`` in float64 with the defaults).
+        Memory of the trajectory buffers of one compiled solve: the first
+        ``slots`` steps get one (at most the kept states, as many as fit; none
+        for ``n`` above about ``10^5`` in float64 with the defaults).  A batch
+        of solves under ``vmap`` shares it (:meth:`for_batch`).
     fit_tol
         A sub-step's quadrature matrix is used in the stored span when that
         drops at most ``tol * fit_tol`` of it; a step whose trajectory samples
         miss more than ``10 tol fit_tol`` is not stored (its basis is rebuilt).
-    slots
+    slots, slot_bytes
         Set by :meth:`plan`: steps with a stored basis (0: the policy works as
-        :class:`States`).
+        :class:`States`) and the bytes of one.
 
     Off (no slots) for ``"skew-lanczos"`` (oscillatory trajectories are never of
     low rank), for ``"affine-lanczos"`` (the bordered projection has no
@@ -232,15 +248,33 @@ class Trajectory(AbstractCheckpoint):
     budget_bytes: int = 8 * 2**20
     fit_tol: float = 1e-2
     slots: int = 0
+    slot_bytes: int = 0
 
     def plan(self, *, n, k, kept, itemsize, method, gradient):
-        slots = 0
+        slots = slot_bytes = 0
         if gradient == "two-sided" and method not in ("skew-lanczos", "affine-lanczos"):
             rank = min(self.rank, k)
             if rank < k:  # else a projection would store as much as the basis itself
-                per_step = self._per_step(n, k)
-                slots = min(kept, self.budget_bytes // (per_step * itemsize))
-        return dataclasses.replace(self, slots=int(slots))
+                slot_bytes = self._per_step(n, k) * itemsize
+                slots = min(kept, self.budget_bytes // slot_bytes)
+        return dataclasses.replace(self, slots=int(slots), slot_bytes=int(slot_bytes))
+
+    def for_batch(self, size):
+        """The budget shared by ``size`` solves: ``budget_bytes / size`` each.
+
+        Under ``vmap`` the forward sweep runs all solves before the adjoint
+        sweep runs any, so all their records are alive at once; on the CPU a
+        batch of full per-solve budgets is one large buffer mapped afresh
+        on every call (the reason for the cap, docs/design.md#trajectory-bases).
+        Measured on 2-D heat (value and gradient, batched against a loop of
+        single solves): 0.80x with 8 MiB per solve and 1.02x shared, 16
+        experiments on 64^2; docs/scale.md#batched-vs-a-python-loop.
+        """
+        if not self.slots or size <= 1:
+            return self
+        return dataclasses.replace(
+            self, slots=int(min(self.slots, self.budget_bytes // (size * self.slot_bytes)))
+        )
 
     def _per_step(self, n, k):
         rank = min(self.rank, k)
@@ -292,13 +326,16 @@ class Trajectory(AbstractCheckpoint):
         return tuple(buf.at[j].set(x, mode="drop") for buf, x in zip(buffers, values, strict=True))
 
     def backward_passes(self, side, recorded):
-        if not self.slots:
+        if recorded.policy_buffers is None:
             return [(0, _states_side(side), ())]
+        # The record's own size: a batched forward sweep may have stored fewer
+        # steps than this call's plan (for_batch).
+        slots = recorded.policy_buffers[2].shape[0]
         n = recorded.states.shape[1]
         basis = jnp.zeros((side.cfg.krylov_dim, n), recorded.states.dtype)
         # Steps past the stored trajectories first (descending), then those stored.
         return [
-            (self.slots, _states_side(side), ()),
+            (slots, _states_side(side), ()),
             (0, self._trajectory_side(side, recorded), (basis, jnp.zeros((), bool))),
         ]
 

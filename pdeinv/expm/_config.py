@@ -70,6 +70,10 @@ class _Config:
     # How vmap runs the sweeps (see _batching.py): "auto", "sequential", "lockstep".
     batching: str = "auto"
 
+    def for_batch(self, size: int) -> _Config:
+        """This configuration for one of ``size`` solves batched by ``vmap`` (see _checkpoint)."""
+        return dataclasses.replace(self, checkpoint=self.checkpoint.for_batch(size))
+
     @property
     def replay_length(self) -> int:
         """Largest stride between kept states (a power of two), the replay buffer's size."""

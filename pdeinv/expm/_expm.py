@@ -373,8 +373,9 @@ def expm_multiply(
         What the forward sweep keeps for the gradient.  ``"trajectory"``
         (default): the step-start states and, for the first steps (at most
         ``checkpoints``, and as many as fit in 8 MiB: none for ``n`` above
-        about ``10^5`` in float64), an orthonormal basis of 8 vectors spanning
-        the step's trajectory ``u(s)``.  The backward sweep uses it wherever a
+        about ``10^5`` in float64; a ``vmap`` batch shares the 8 MiB, see
+        ``batching``), an orthonormal basis of 8 vectors spanning the
+        step's trajectory ``u(s)``.  The backward sweep uses it wherever a
         sub-step's quadrature matrix lies in its span to ``tol / 100`` (checked
         a posteriori) and rebuilds the step's Krylov basis from its state
         otherwise.  ``"states"``: step-start states only, every forward basis
@@ -406,7 +407,12 @@ def expm_multiply(
         sequential when compiled for CPU, lockstep for GPU/TPU, where batching
         is what fills the device.  Values are the same either way (to
         rounding); on a 2-core CPU sequential was about 2x faster than lockstep
-        for 64 heat solves (docs/scale.md#batched-vs-a-python-loop).  Without
+        for 64 heat solves (docs/scale.md#batched-vs-a-python-loop).  Under
+        ``"sequential"`` and ``"auto"`` the ``B`` solves of a batch share the
+        trajectory checkpoints' 8 MiB (all their records are alive at once),
+        so each stores fewer trajectory bases than a single call would and its
+        gradient can differ from that call's by the trajectory check's
+        tolerance (``tol / 100`` relative), not only by rounding.  Without
         ``vmap`` it has no effect.
 
     Returns

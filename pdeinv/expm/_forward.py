@@ -40,13 +40,22 @@ class _ForwardRecord(NamedTuple):
 def _forward(cfg: _Config, matvec, v, params, ts, tol, record: bool):
     """Adaptive forward sweep.  Returns ``(ys, stats, record)``.
 
-    Under ``vmap`` the batch runs as ``cfg.batching`` says (:mod:`._batching`).
+    Under ``vmap`` the batch runs as ``cfg.batching`` says (:mod:`._batching`);
+    one after another, each solve records with the checkpoint policy's share of
+    the batch (:meth:`~._checkpoint.AbstractCheckpoint.for_batch`).
     """
 
-    def sweep(v, params, ts, tol):
-        return _forward_sweep(cfg, matvec, v, params, ts, tol, record)
+    def sweep_for(cfg):
+        def sweep(v, params, ts, tol):
+            return _forward_sweep(cfg, matvec, v, params, ts, tol, record)
 
-    return per_element(sweep, cfg.batching)(v, params, ts, tol)
+        return sweep
+
+    def for_batch(size):
+        return sweep_for(cfg.for_batch(size))
+
+    batched = per_element(sweep_for(cfg), cfg.batching, for_batch=for_batch if record else None)
+    return batched(v, params, ts, tol)
 
 
 def _forward_sweep(cfg: _Config, matvec, v, params, ts, tol, record: bool):

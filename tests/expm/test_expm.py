@@ -615,3 +615,77 @@ def test_trajectory_buffers_stay_within_their_budget(n, dtype, slots):
     assert policy.slots == slots
     per_step = (policy.rank + 1) * n + 30 * (30 + policy.rank + 3)
     assert policy.slots * per_step * jnp.dtype(dtype).itemsize <= policy.budget_bytes
+
+
+def test_a_batch_shares_the_trajectory_budget():
+    # Under vmap (batching="auto": one solve after another on CPU) all records are
+    # alive at once, so the batch shares the policy's budget: the first
+    # budget / (batch * slot) steps of each solve get a trajectory basis.
+    from pdeinv.expm._checkpoint import Trajectory
+
+    n, k = 40, 30
+    planned = Trajectory().plan(
+        n=n, k=k, kept=32, itemsize=8, method="lanczos", gradient="two-sided"
+    )
+    slot = ((8 + 1) * n + k * (k + 8 + 3)) * 8
+    assert (planned.slots, planned.slot_bytes) == (32, slot)
+    assert planned.for_batch(1) == planned
+    assert planned.for_batch(100_000).slots == 0
+    budget = 5 * slot  # 2 steps each for a batch of 2, against 5 for one solve
+    assert (
+        Trajectory(budget_bytes=budget)
+        .plan(n=n, k=k, kept=32, itemsize=8, method="lanczos", gradient="two-sided")
+        .for_batch(2)
+        .slots
+        == 2
+    )
+    bytes_one = Trajectory(budget_bytes=budget).planned_bytes(
+        n=n, k=k, max_steps=500, checkpoints=None, itemsize=8, method="lanczos"
+    )
+    bytes_two = Trajectory(budget_bytes=budget).planned_bytes(
+        n=n, k=k, max_steps=500, checkpoints=None, itemsize=8, method="lanczos", batch=2
+    )
+    assert bytes_one["policy"] == 5 * slot and bytes_two["policy"] == 2 * slot
+    assert bytes_one["states"] == bytes_two["states"]
+
+
+@pytest.mark.slow  # ~35 s: three gradients compiled; the plan is checked by the test above
+def test_batched_gradient_records_with_its_share_of_the_trajectory_budget():
+    from pdeinv.expm._checkpoint import Trajectory
+
+    n, k = 40, 30
+    budget = 5 * ((8 + 1) * n + k * (k + 8 + 3)) * 8  # 5 steps, 2 each for a batch of 2
+    # The batched gradient is the loop's with each solve given its share (2 steps):
+    # the same records, so the same numbers and the same (more) basis rebuilds;
+    # within tol of the full budget's.
+    params, v = diffusion_problem(n, 1e4, seed=33)
+    w = jnp.asarray(np.random.default_rng(34).standard_normal(n))
+    vs = jnp.stack([v, -0.5 * jnp.roll(v, 7)])
+    tol = 1e-8
+    matvec, calls = _matvec_counter()
+
+    def grad(v, budget):
+        def loss(p):
+            y = expm_multiply(
+                matvec, v, p, 1.0, tol=tol, method="lanczos",
+                checkpoint=Trajectory(budget_bytes=budget),
+            )  # fmt: skip
+            return jnp.dot(w, y)
+
+        return jax.grad(loss)(params)["log_kappa"]
+
+    def counted(fn, *args):
+        calls["n"] = 0
+        out = jax.block_until_ready(fn(*args))
+        return out, calls["n"]
+
+    batched, batched_calls = counted(jax.vmap(grad, in_axes=(0, None)), vs, budget)
+    shared_calls = full_calls = 0
+    for i in range(2):
+        shared, count = counted(grad, vs[i], budget // 2)
+        shared_calls += count
+        full, count = counted(grad, vs[i], budget)
+        full_calls += count
+        assert rel(batched[i], shared) < 1e-13
+        assert rel(batched[i], full) < tol
+    assert batched_calls == shared_calls > full_calls

@@ -15,6 +15,11 @@ full-field data at three times; loss = sum_e 0.5 ||u_e(t_i) - d_e,i||^2.
 * loop: a jitted single-experiment function (compiled once) called E times from
   Python, results summed.
 
+With the default ``checkpoint="trajectory"`` the batched solves share the
+policy's 8 MiB of trajectory bases (a single solve has it to itself), so the
+printed agreement of the gradients is to the trajectory check's tolerance
+(``tol / 100``), not to rounding.
+
 Times are the best of ``--repeats`` runs after a warm-up (compile excluded), the
 batched and the loop runs interleaved; next to the wall time the process CPU time
 of the same run (``time.process_time``, all threads), which a shared machine

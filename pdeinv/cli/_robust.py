@@ -164,42 +164,34 @@ def planned_gradient_memory(
 ) -> dict:
     """Bytes that one gradient evaluation keeps per solve, and for ``batch`` solves at once.
 
-    Mirrors the buffers of :func:`pdeinv.expm_multiply`'s reverse pass: the
-    kept step-start states (``checkpoints``, at most ``solver.max_steps``) and
-    the replay segment, the stored trajectory bases (at most 8 MiB), every
-    Krylov basis for ``solver.checkpoint = bases`` (``max_steps * krylov_dim``
-    states), plus the forward and backward Krylov bases and the outputs; items of
-    ``precision`` (``"float64"`` or ``"float32"``).
+    The checkpoint buffers come from the policy object that
+    :func:`pdeinv.expm_multiply` itself plans with (``planned_bytes`` of
+    ``pdeinv/expm/_checkpoint.py``): the kept step-start states (32, at most
+    ``solver.max_steps``) and the replay segment, the stored trajectory bases
+    (at most 8 MiB, shared by a batch), every Krylov basis for ``solver.checkpoint = bases``
+    (``max_steps * krylov_dim`` states).  Added here: the forward and backward
+    Krylov bases and the outputs; items of ``precision`` (``"float64"`` or
+    ``"float32"``).  The trajectory bases are counted as for a method that
+    stores them: an upper bound for the wave's skew method, which stores none
+    but gives its adjoint a fifth more Krylov vectors
+    (``pdeinv/expm/_config.py``, ``adjoint_krylov_dim``).
     """
-    from ..expm._config import _TRAJECTORY_BYTES, _TRAJECTORY_RANK, DEFAULT_CHECKPOINTS
+    from ..expm._checkpoint import checkpoint_policy
 
     itemsize = 8 if precision == "float64" else 4
     n = int(num_states)
     k = min(int(solver.krylov_dim), n)
     max_steps = int(solver.max_steps)
-    policy = solver.checkpoint
-    kept = max_steps if policy == "bases" else min(DEFAULT_CHECKPOINTS, max_steps)
-    if kept < max_steps:
-        kept += kept % 2
-    segment = 1
-    while kept * segment < max_steps:
-        segment *= 2
-    states = (kept + (segment if kept < max_steps else 0)) * n
-    bases = max_steps * k * n if policy == "bases" else 0
-    trajectory = 0
-    if policy == "trajectory":
-        rank = min(_TRAJECTORY_RANK, k)
-        if rank < k:
-            per_step = (rank + 1) * n + k * (k + rank + 3)
-            slots = min(kept, _TRAJECTORY_BYTES // (per_step * itemsize))
-            trajectory = slots * per_step
+    buffers = checkpoint_policy(solver.checkpoint).planned_bytes(
+        n=n, k=k, max_steps=max_steps, checkpoints=None, itemsize=itemsize, batch=batch
+    )
     working = 2 * (k + 1) * n + 2 * num_times * n
-    per_solve = itemsize * (states + bases + trajectory + working + 2 * max_steps)
+    per_solve = buffers["states"] + buffers["policy"] + itemsize * (working + 2 * max_steps)
     return {
         "per_solve_bytes": int(per_solve),
         "batch": int(batch),
         "total_bytes": int(per_solve * batch),
-        "states_bytes": int(itemsize * states * batch),
+        "states_bytes": int(buffers["states"] * batch),
     }
 
 

@@ -7,25 +7,30 @@ Every other module of the integrator reads its static choices from ``_Config``
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from ._checkpoint import AbstractCheckpoint
 
 METHODS = ("arnoldi", "lanczos", "skew-lanczos", "affine-lanczos")
 GRADIENTS = ("two-sided", "discrete")
-CHECKPOINTS = ("trajectory", "states", "bases")
 # Bounds of the step-size controller (factor per trial, factor to the next step).
 _SHRINK_MIN, _GROW_MAX, _SAFETY = 0.01, 5.0, 0.9
 _MAX_TRIALS = 60
 # States kept for the gradient by default (``checkpoints=None``).
 DEFAULT_CHECKPOINTS = 32
 # Singular values of a backward sub-step's quadrature matrix below
-# ``tol * _RANK_TOL`` times the largest are dropped (see _low_rank_cotangent).
+# ``tol * _RANK_TOL`` times the largest are dropped (see _cotangent._low_rank_cotangent).
 _RANK_TOL = 1e-3
-# The "trajectory" policy keeps, for each of the first steps, an orthonormal
-# basis of ``_TRAJECTORY_RANK`` vectors spanning the step's trajectory u(s)
-# (plus its start state and small matrix), in at most ``_TRAJECTORY_BYTES``.
-_TRAJECTORY_RANK = 8
-_TRAJECTORY_BYTES = 8 * 2**20
-_TRAJECTORY_TOL = 1e-2
+# (The checkpoint policies' tunables are their fields: _checkpoint.py.)
+
+
+def replay_length(kept: int, max_steps: int) -> int:
+    """Largest stride between ``kept`` states (a power of two), the replay buffer's size."""
+    stride = 1
+    while kept * stride < max_steps:
+        stride *= 2
+    return stride
 
 
 class ExpmStats(NamedTuple):
@@ -57,26 +62,25 @@ class _Config:
     max_steps: int
     gradient: str
     reorthogonalize: bool
-    checkpoint: str = "states"
-    # States kept for the gradient (see _thin); equal to max_steps: never thinned.
-    checkpoints: int = 0
-    # "trajectory" policy: steps with a stored trajectory basis (the first ones)
-    # and the basis size; 0 when the policy is off or no slot fits the budget.
-    trajectory_slots: int = 0
-    trajectory_rank: int = 0
+    # The checkpoint policy, planned for this call (_checkpoint.py).
+    checkpoint: AbstractCheckpoint
+    # States kept for the gradient (see _checkpoint.keep_state); equal to
+    # max_steps: never thinned.
+    checkpoints: int
     # How vmap runs the sweeps (see _batching.py): "auto", "sequential", "lockstep".
     batching: str = "auto"
     # Largest Krylov dimension of the adjoint's processes; 0: ``krylov_dim``
     # (see :func:`adjoint_krylov_dim`).
     adjoint_krylov_dim: int = 0
 
+    def for_batch(self, size: int) -> _Config:
+        """This configuration for one of ``size`` solves batched by ``vmap`` (see _checkpoint)."""
+        return dataclasses.replace(self, checkpoint=self.checkpoint.for_batch(size))
+
     @property
     def replay_length(self) -> int:
         """Largest stride between kept states (a power of two), the replay buffer's size."""
-        stride = 1
-        while self.checkpoints * stride < self.max_steps:
-            stride *= 2
-        return stride
+        return replay_length(self.checkpoints, self.max_steps)
 
     @property
     def symmetric(self) -> bool:

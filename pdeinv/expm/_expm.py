@@ -24,8 +24,10 @@ parameter gradient of a step is one batched VJP of ``matvec``.
 
 One module per concern: ``_config.py`` (methods, tunables, the static
 configuration of a call), ``_step.py`` (a step's Krylov decomposition,
-propagator and step-size control), ``_forward.py`` (the forward sweep and its
+propagator and step-size control), ``_checkpoint.py`` (the checkpoint policies:
+their buffers, recording and replay), ``_forward.py`` (the forward sweep and its
 record), ``_reverse.py`` (the two-sided and discrete reverse sweeps),
+``_cotangent.py`` (a step's parameter cotangent from its quadrature matrix),
 ``_rules.py`` (forward mode and the wiring of both rules into JAX,
 docs/design.md#forward-mode) and this module: argument checks and the public
 functions.
@@ -53,10 +55,8 @@ from ..krylov._common import (
     check_vector,
 )
 from ..krylov._skew import skewness_tolerance
+from ._checkpoint import checkpoint_policy
 from ._config import (
-    _TRAJECTORY_BYTES,
-    _TRAJECTORY_RANK,
-    CHECKPOINTS,
     DEFAULT_CHECKPOINTS,
     GRADIENTS,
     METHODS,
@@ -144,8 +144,7 @@ def _prepare(
 ):
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if checkpoint not in CHECKPOINTS:
-        raise ValueError(f"checkpoint must be one of {CHECKPOINTS}, got {checkpoint!r}")
+    policy = checkpoint_policy(checkpoint)
     if gradient not in GRADIENTS:
         raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
     if batching not in BATCHINGS:
@@ -168,10 +167,7 @@ def _prepare(
         or checkpoints < 1
     ):
         raise ValueError(f"checkpoints must be None or an integer >= 1, got {checkpoints!r}")
-    # The bases policy indexes its buffers by step: it keeps every state.
-    kept = int(max_steps) if checkpoint == "bases" else min(int(checkpoints), int(max_steps))
-    if kept < max_steps:
-        kept += kept % 2  # thinning halves the buffer
+    kept = policy.kept_states(int(checkpoints), int(max_steps))
     v = jnp.asarray(v)
     if v.ndim == 1 and not jnp.issubdtype(v.dtype, jnp.floating):
         v = v.astype(jnp.result_type(float))
@@ -206,32 +202,17 @@ def _prepare(
         _check_augmented(matvec, v, params)
     k = int(min(krylov_dim, n))
     _warn_blas_threads(k)
-    slots = rank = 0
-    # Oscillatory (skew) trajectories are never of low rank: no trajectory bases.
-    # The bordered affine projection has no eigenbasis shortcut for the samples
-    # (their Padé squarings cost more than the rebuilt bases save: measured on
-    # 64^2 heat with boundary data, value+gradient 2x the homogeneous solve with
-    # state checkpoints, 3.5x with trajectory bases).
-    if (
-        checkpoint == "trajectory"
-        and gradient == "two-sided"
-        and method not in ("skew-lanczos", "affine-lanczos")
-    ):
-        rank = min(_TRAJECTORY_RANK, k)
-        if rank < k:  # else a projection would store as much as the basis itself
-            per_step = (rank + 1) * n + k * (k + rank + 3)
-            slots = min(kept, _TRAJECTORY_BYTES // (per_step * v.dtype.itemsize))
-        rank = rank if slots else 0
+    policy = policy.plan(
+        n=n, k=k, kept=kept, itemsize=v.dtype.itemsize, method=method, gradient=gradient
+    )
     cfg = _Config(
         method=method,
         krylov_dim=k,
         max_steps=int(max_steps),
         gradient=gradient,
         reorthogonalize=bool(reorthogonalize),
-        checkpoint=checkpoint,
+        checkpoint=policy,
         checkpoints=kept,
-        trajectory_slots=slots,
-        trajectory_rank=rank,
         batching=batching,
         adjoint_krylov_dim=adjoint_krylov_dim(method, k, n),
     )
@@ -400,8 +381,9 @@ def expm_multiply(
         What the forward sweep keeps for the gradient.  ``"trajectory"``
         (default): the step-start states and, for the first steps (at most
         ``checkpoints``, and as many as fit in 8 MiB: none for ``n`` above
-        about ``10^5`` in float64), an orthonormal basis of 8 vectors spanning
-        the step's trajectory ``u(s)``.  The backward sweep uses it wherever a
+        about ``10^5`` in float64; a ``vmap`` batch shares the 8 MiB, see
+        ``batching``), an orthonormal basis of 8 vectors spanning the
+        step's trajectory ``u(s)``.  The backward sweep uses it wherever a
         sub-step's quadrature matrix lies in its span to ``tol / 100`` (checked
         a posteriori) and rebuilds the step's Krylov basis from its state
         otherwise.  ``"states"``: step-start states only, every forward basis
@@ -433,7 +415,12 @@ def expm_multiply(
         sequential when compiled for CPU, lockstep for GPU/TPU, where batching
         is what fills the device.  Values are the same either way (to
         rounding); on a 2-core CPU sequential was about 2x faster than lockstep
-        for 64 heat solves (docs/scale.md#batched-vs-a-python-loop).  Without
+        for 64 heat solves (docs/scale.md#batched-vs-a-python-loop).  Under
+        ``"sequential"`` and ``"auto"`` the ``B`` solves of a batch share the
+        trajectory checkpoints' 8 MiB (all their records are alive at once),
+        so each stores fewer trajectory bases than a single call would and its
+        gradient can differ from that call's by the trajectory check's
+        tolerance (``tol / 100`` relative), not only by rounding.  Without
         ``vmap`` it has no effect.
 
     Returns

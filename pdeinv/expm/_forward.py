@@ -2,8 +2,8 @@
 
 With ``record=True`` it keeps what the reverse sweeps (:mod:`._reverse`) and the
 tangent (:mod:`._rules`) need: a :class:`_ForwardRecord` of step-start states
-(thinned), step and Krylov sizes, and the checkpoint policy's buffers
-(docs/design.md#checkpoint-policies).
+(thinned), step and Krylov sizes, and the buffers of the checkpoint policy
+``cfg.checkpoint`` (:mod:`._checkpoint`, docs/design.md#checkpoint-policies).
 """
 
 from __future__ import annotations
@@ -19,28 +19,20 @@ from jax import lax
 
 from ..krylov._batching import per_element
 from ..krylov._skew import skewness_tolerance
-from ._config import _TRAJECTORY_TOL, ExpmStats, _Config
-from ._small import trajectory_basis
-from ._step import (
-    _apply,
-    _decompose_checked,
-    _largest_step,
-    _Projection,
-    _propagator,
-    _stop_at_step,
-)
+from ._checkpoint import keep_state
+from ._config import ExpmStats, _Config
+from ._step import _apply, _decompose_checked, _largest_step, _propagator, _stop_at_step
 
 
 class _ForwardRecord(NamedTuple):
     """What the forward sweep keeps for the reverse (and tangent) sweeps."""
 
-    states: Any  # (checkpoints, n) step-start states, thinned by stride (see _keep_state)
+    states: Any  # (checkpoints, n) step-start states, thinned (see _checkpoint.keep_state)
     step_sizes: Any  # (max_steps,) tau of every step
     krylov_sizes: Any  # (max_steps,) Krylov dimension every step built
     num_steps: Any  # steps taken
     output_steps: Any  # (len(t),) steps taken when each output time was reached
-    # The checkpoint policy's own buffers: "bases": (bases, _Projection of buffers);
-    # "trajectory": the trajectory buffers of _keep_trajectory; "states": None.
+    # The checkpoint policy's own buffers (cfg.checkpoint.init_buffers / record).
     policy_buffers: Any
     stride: Any  # steps between kept states
 
@@ -48,13 +40,22 @@ class _ForwardRecord(NamedTuple):
 def _forward(cfg: _Config, matvec, v, params, ts, tol, record: bool):
     """Adaptive forward sweep.  Returns ``(ys, stats, record)``.
 
-    Under ``vmap`` the batch runs as ``cfg.batching`` says (:mod:`._batching`).
+    Under ``vmap`` the batch runs as ``cfg.batching`` says (:mod:`._batching`);
+    one after another, each solve records with the checkpoint policy's share of
+    the batch (:meth:`~._checkpoint.AbstractCheckpoint.for_batch`).
     """
 
-    def sweep(v, params, ts, tol):
-        return _forward_sweep(cfg, matvec, v, params, ts, tol, record)
+    def sweep_for(cfg):
+        def sweep(v, params, ts, tol):
+            return _forward_sweep(cfg, matvec, v, params, ts, tol, record)
 
-    return per_element(sweep, cfg.batching)(v, params, ts, tol)
+        return sweep
+
+    def for_batch(size):
+        return sweep_for(cfg.for_batch(size))
+
+    batched = per_element(sweep_for(cfg), cfg.batching, for_batch=for_batch if record else None)
+    return batched(v, params, ts, tol)
 
 
 def _forward_sweep(cfg: _Config, matvec, v, params, ts, tol, record: bool):
@@ -75,24 +76,12 @@ def _forward_sweep(cfg: _Config, matvec, v, params, ts, tol, record: bool):
         failed=jnp.zeros((), bool),
         skewness=jnp.zeros((), dtype),
     )
-    k = cfg.krylov_dim
     if record:
         carry["us"] = jnp.zeros((cfg.checkpoints, n), dtype)
         carry["stride"] = jnp.ones((), jnp.int32)
         carry["taus"] = jnp.zeros((cfg.max_steps,), ts.dtype)
         carry["sizes"] = jnp.zeros((cfg.max_steps,), jnp.int32)
-        if cfg.checkpoint == "bases":
-            carry["bases"] = jnp.zeros((cfg.max_steps, k, n), dtype)
-            carry["projections"] = _projection_buffers(cfg.max_steps, k, dtype)
-        if cfg.trajectory_slots:
-            slots, rank = cfg.trajectory_slots, cfg.trajectory_rank
-            carry["trajectory"] = (
-                jnp.zeros((slots, rank, n), dtype),
-                jnp.zeros((slots, k, rank), dtype),
-                jnp.zeros((slots,), bool),
-                jnp.zeros((slots, n), dtype),
-                *_projection_buffers(slots, k, dtype),
-            )
+        carry["policy"] = cfg.checkpoint.init_buffers(cfg, n, dtype)
 
     def advance_to(carry, t_target):
         def cond(c):
@@ -124,27 +113,18 @@ def _forward_sweep(cfg: _Config, matvec, v, params, ts, tol, record: bool):
             new["failed"] = ~ok
             new["skewness"] = jnp.maximum(c["skewness"], skewness)
             if record:
-                new["us"], new["stride"] = _keep_state(cfg, c["us"], c["stride"], c["j"], c["u"])
+                new["us"], new["stride"] = keep_state(cfg, c["us"], c["stride"], c["j"], c["u"])
                 new["taus"] = c["taus"].at[c["j"]].set(tau)
                 new["sizes"] = c["sizes"].at[c["j"]].set(projection.size)
-                if cfg.checkpoint == "bases":
-                    new["bases"] = c["bases"].at[c["j"]].set(basis)
-                    new["projections"] = _Projection(
-                        *(
-                            buf.at[c["j"]].set(x)
-                            for buf, x in zip(c["projections"], projection, strict=True)
-                        )
-                    )
-                if cfg.trajectory_slots:
-                    new["trajectory"] = _keep_trajectory(
-                        cfg,
-                        c["trajectory"],
-                        c["j"],
-                        c["u"],
-                        (basis, projection, prop),
-                        tau.astype(dtype),
-                        tol * _TRAJECTORY_TOL,
-                    )
+                new["policy"] = cfg.checkpoint.record(
+                    cfg,
+                    c["policy"],
+                    c["j"],
+                    c["u"],
+                    (basis, projection, prop),
+                    tau.astype(dtype),
+                    tol,
+                )
             return new
 
         # The per-step records are written once per step at index j: as equinox
@@ -184,17 +164,13 @@ def _forward_sweep(cfg: _Config, matvec, v, params, ts, tol, record: bool):
     )
     recorded = None
     if record:
-        if cfg.checkpoint == "bases":
-            policy_buffers = (carry["bases"], carry["projections"])
-        else:
-            policy_buffers = carry.get("trajectory")
         recorded = _ForwardRecord(
             states=carry["us"],
             step_sizes=carry["taus"],
             krylov_sizes=carry["sizes"],
             num_steps=carry["j"],
             output_steps=out_step,
-            policy_buffers=policy_buffers,
+            policy_buffers=carry["policy"],
             stride=carry["stride"],
         )
     return ys, stats, recorded
@@ -202,70 +178,8 @@ def _forward_sweep(cfg: _Config, matvec, v, params, ts, tol, record: bool):
 
 def _step_records(carry):
     """The forward carry's per-step buffers (see ``advance_to`` in :func:`_forward`)."""
-    names = ("taus", "sizes", "bases", "projections", "trajectory")
+    names = ("taus", "sizes", "policy")
     return [leaf for name in names if name in carry for leaf in jax.tree.leaves(carry[name])]
-
-
-def _projection_buffers(count, k, dtype):
-    """A :class:`_Projection` of zero buffers for ``count`` decompositions."""
-    return _Projection(
-        jnp.zeros((count, k, k), dtype),
-        jnp.zeros((count,), dtype),
-        jnp.zeros((count,), dtype),
-        jnp.zeros((count,), jnp.int32),
-    )
-
-
-def _keep_state(cfg: _Config, us, stride, j, u):
-    """Store the state ``u`` at the start of step ``j`` in the checkpoint buffer.
-
-    The buffer holds ``cfg.checkpoints`` states, those of steps ``0, stride,
-    2 stride, ...``.  When it is full, every second one is dropped and the stride
-    doubles (so memory does not grow with ``max_steps``); the backward sweep
-    replays the dropped steps from the kept ones (:func:`_reverse_states`).
-    """
-    if cfg.replay_length == 1:  # room for every step: no thinning (and no copy of the buffer)
-        return us.at[j].set(u), stride
-    full = j == cfg.checkpoints * stride
-
-    def thin(us, stride):
-        half = us[0::2]
-        rest = jnp.zeros_like(us[: us.shape[0] - half.shape[0]])
-        return jnp.concatenate([half, rest]), 2 * stride
-
-    us, stride = lax.cond(full, thin, lambda us, stride: (us, stride), us, stride)
-    slot = jnp.minimum(j // stride, cfg.checkpoints - 1)
-    keep = j % stride == 0
-    return us.at[slot].set(jnp.where(keep, u, us[slot])), stride
-
-
-def _keep_trajectory(cfg: _Config, buffers, j, u, decomposition, tau, fit_tol):
-    """Store step ``j``'s trajectory basis, start state and small matrix (if ``j`` has a slot).
-
-    The basis is ``Q^T V`` with ``Q`` the leading coefficients of
-    :func:`~._small.trajectory_basis`: ``trajectory_rank`` vectors of length
-    ``n`` in place of the ``krylov_dim`` of ``V``, enough for the backward
-    sweep whenever its quadrature matrices lie in their span (checked there).
-    A step whose trajectory samples are visibly not of that rank (first
-    dropped singular value above ``10 fit_tol``: oscillatory or rough states)
-    is marked invalid and not projected; the backward sweep rebuilds its basis.
-    """
-    basis, projection, prop = decomposition
-    rank, n, k = cfg.trajectory_rank, u.shape[0], cfg.krylov_dim
-    dtype = u.dtype
-
-    def capture(_):
-        q, miss = trajectory_basis(prop, tau, rank)
-        valid = miss <= 10 * fit_tol
-        rows = lax.cond(valid, lambda: q.T @ basis, lambda: jnp.zeros((rank, n), dtype))
-        return rows, q, valid
-
-    def skip(_):
-        return jnp.zeros((rank, n), dtype), jnp.zeros((k, rank), dtype), jnp.zeros((), bool)
-
-    rows, q, valid = lax.cond(j < cfg.trajectory_slots, capture, skip, None)
-    values = (rows, q, valid, u, *projection)
-    return tuple(buf.at[j].set(x, mode="drop") for buf, x in zip(buffers, values, strict=True))
 
 
 def _stats_as_floats(stats, dtype):

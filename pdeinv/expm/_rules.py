@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from jax.interpreters import ad, batching
 
 from ..krylov._batching import per_element
+from ._checkpoint import States
 from ._config import _Config
 from ._forward import _forward, _stats_as_floats
 from ._reverse import _backward_discrete, _backward_two_sided
@@ -115,7 +116,7 @@ def _sensitivity_config(cfg: _Config) -> _Config:
         max_steps=cfg.max_steps,
         gradient="two-sided",
         reorthogonalize=True,
-        checkpoint="states",
+        checkpoint=States(),
         checkpoints=cfg.checkpoints,
         batching=cfg.batching,
     )

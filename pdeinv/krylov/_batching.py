@@ -41,7 +41,9 @@ def _merge(mask, batched, shared):
     return jax.tree.map(lambda m, b, s: b if m else s, mask, batched, shared)
 
 
-def per_element(fn: Callable, batching: str) -> Callable:
+def per_element(
+    fn: Callable, batching: str, for_batch: Callable[[int], Callable] | None = None
+) -> Callable:
     """``fn`` (arrays in, arrays out) whose ``vmap`` follows the ``batching`` policy.
 
     Parameters
@@ -56,6 +58,11 @@ def per_element(fn: Callable, batching: str) -> Callable:
         not batched are shared, not copied.  ``"lockstep"``: plain ``vmap``.
         ``"auto"``: sequential when lowered for CPU, lockstep for any other
         platform.
+    for_batch
+        ``for_batch(size)``: the function each element of a batch of ``size``
+        runs in place of ``fn`` under ``"sequential"`` and ``"auto"`` (same
+        inputs; its outputs may be smaller arrays than ``fn``'s, e.g. a
+        recording buffer whose budget the batch shares).  Default: ``fn``.
 
     Returns
     -------
@@ -74,16 +81,19 @@ def per_element(fn: Callable, batching: str) -> Callable:
 
     @batched_fn.def_vmap
     def _rule(axis_size, in_batched, *args):
-        del axis_size
         mapped, shared = _split(in_batched, list(args))
+        element, element_fn = batched_fn, fn
+        if for_batch is not None:
+            element_fn = for_batch(axis_size)
+            element = per_element(element_fn, batching)
 
         def one_after_another(mapped):
-            # batched_fn, not fn: a nested vmap of the body (vmap of vmap)
-            # comes back through this rule.
-            return lax.map(lambda m: batched_fn(*_merge(in_batched, m, shared)), mapped)
+            # The wrapped function, not fn: a nested vmap of the body (vmap of
+            # vmap) comes back through this rule.
+            return lax.map(lambda m: element(*_merge(in_batched, m, shared)), mapped)
 
         def lockstep(mapped):
-            return jax.vmap(lambda m: fn(*_merge(in_batched, m, shared)))(mapped)
+            return jax.vmap(lambda m: element_fn(*_merge(in_batched, m, shared)))(mapped)
 
         if batching == "sequential":
             out = one_after_another(mapped)

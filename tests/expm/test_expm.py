@@ -445,12 +445,12 @@ def test_trajectory_policy_matches_rebuilt_bases_with_fewer_matvecs(method):
 
 
 @pytest.mark.slow  # ~35 s: forced fallbacks compile several extra programs
-def test_trajectory_check_falls_back_to_the_rebuilt_basis(monkeypatch):
+def test_trajectory_check_falls_back_to_the_rebuilt_basis():
     # With 2-vector trajectory bases most steps are marked invalid by the
     # forward sweep or fail the span check: those rebuild the forward basis,
     # and the gradient is still accurate.
     # With bases for only the first 2 steps, later steps take the states path.
-    import pdeinv.expm._expm as core
+    from pdeinv.expm._checkpoint import Trajectory
 
     params, v = diffusion_problem(40, 1e4, seed=33)
     w = jnp.asarray(np.random.default_rng(34).standard_normal(40))
@@ -459,29 +459,32 @@ def test_trajectory_check_falls_back_to_the_rebuilt_basis(monkeypatch):
     _, stats = expm_multiply_info(diffusion_matvec, v, params, 1.0, tol=tol, method="lanczos")
     assert int(stats.num_steps) > 2
 
-    def run():
+    def run(policy):
         calls["n"] = 0
-        loss = lambda p: jnp.dot(w, expm_multiply(matvec, v, p, 1.0, tol=tol, method="lanczos"))
+
+        def loss(p):
+            y = expm_multiply(matvec, v, p, 1.0, tol=tol, method="lanczos", checkpoint=policy)
+            return jnp.dot(w, y)
+
         return jax.grad(loss)(params)["log_kappa"], calls["n"]
 
-    full, full_count = run()
-    monkeypatch.setattr(core, "_TRAJECTORY_RANK", 2)
-    narrow, narrow_count = run()
-    monkeypatch.setattr(core, "_TRAJECTORY_RANK", 8)
+    full, full_count = run(Trajectory())
+    narrow, narrow_count = run(Trajectory(rank=2))
     slot = (8 + 1) * 40 + 30 * (30 + 8 + 3)  # one step's storage, in float64 words
-    monkeypatch.setattr(core, "_TRAJECTORY_BYTES", 2 * slot * 8)
-    mixed, mixed_count = run()
+    mixed, mixed_count = run(Trajectory(budget_bytes=2 * slot * 8))
     _, _, grad_ref = reference(diffusion_matvec, params, v, 1.0, w)
     for g in (full, narrow, mixed):
         assert rel(g, grad_ref["log_kappa"]) < 100 * tol
     assert rel(narrow, full) < tol and rel(mixed, full) < tol
     assert narrow_count > full_count and mixed_count > full_count
     # Under vmap the fallback (a loop of at most one pass) runs per element.
-    monkeypatch.setattr(core, "_TRAJECTORY_RANK", 2)
     vs = jnp.stack([v, -0.5 * jnp.roll(v, 7)])
 
     def loss(v, p):
-        return jnp.dot(w, expm_multiply(diffusion_matvec, v, p, 1.0, tol=tol, method="lanczos"))
+        y = expm_multiply(
+            diffusion_matvec, v, p, 1.0, tol=tol, method="lanczos", checkpoint=Trajectory(rank=2)
+        )
+        return jnp.dot(w, y)
 
     batched = jax.vmap(jax.grad(loss, argnums=1), in_axes=(0, None))(vs, params)
     for i in range(2):
@@ -608,6 +611,81 @@ def test_trajectory_buffers_stay_within_their_budget(n, dtype, slots):
     )
     v = jnp.ones(n, dtype)
     cfg = core._prepare(lambda u, p: -u, v, {}, 1.0, **options)[0]
-    assert cfg.trajectory_slots == slots
-    per_step = (cfg.trajectory_rank + 1) * n + 30 * (30 + cfg.trajectory_rank + 3)
-    assert cfg.trajectory_slots * per_step * jnp.dtype(dtype).itemsize <= core._TRAJECTORY_BYTES
+    policy = cfg.checkpoint
+    assert policy.slots == slots
+    per_step = (policy.rank + 1) * n + 30 * (30 + policy.rank + 3)
+    assert policy.slots * per_step * jnp.dtype(dtype).itemsize <= policy.budget_bytes
+
+
+def test_a_batch_shares_the_trajectory_budget():
+    # Under vmap (batching="auto": one solve after another on CPU) all records are
+    # alive at once, so the batch shares the policy's budget: the first
+    # budget / (batch * slot) steps of each solve get a trajectory basis.
+    from pdeinv.expm._checkpoint import Trajectory
+
+    n, k = 40, 30
+    planned = Trajectory().plan(
+        n=n, k=k, kept=32, itemsize=8, method="lanczos", gradient="two-sided"
+    )
+    slot = ((8 + 1) * n + k * (k + 8 + 3)) * 8
+    assert (planned.slots, planned.slot_bytes) == (32, slot)
+    assert planned.for_batch(1) == planned
+    assert planned.for_batch(100_000).slots == 0
+    budget = 5 * slot  # 2 steps each for a batch of 2, against 5 for one solve
+    assert (
+        Trajectory(budget_bytes=budget)
+        .plan(n=n, k=k, kept=32, itemsize=8, method="lanczos", gradient="two-sided")
+        .for_batch(2)
+        .slots
+        == 2
+    )
+    bytes_one = Trajectory(budget_bytes=budget).planned_bytes(
+        n=n, k=k, max_steps=500, checkpoints=None, itemsize=8, method="lanczos"
+    )
+    bytes_two = Trajectory(budget_bytes=budget).planned_bytes(
+        n=n, k=k, max_steps=500, checkpoints=None, itemsize=8, method="lanczos", batch=2
+    )
+    assert bytes_one["policy"] == 5 * slot and bytes_two["policy"] == 2 * slot
+    assert bytes_one["states"] == bytes_two["states"]
+
+
+@pytest.mark.slow  # ~35 s: three gradients compiled; the plan is checked by the test above
+def test_batched_gradient_records_with_its_share_of_the_trajectory_budget():
+    from pdeinv.expm._checkpoint import Trajectory
+
+    n, k = 40, 30
+    budget = 5 * ((8 + 1) * n + k * (k + 8 + 3)) * 8  # 5 steps, 2 each for a batch of 2
+    # The batched gradient is the loop's with each solve given its share (2 steps):
+    # the same records, so the same numbers and the same (more) basis rebuilds;
+    # within tol of the full budget's.
+    params, v = diffusion_problem(n, 1e4, seed=33)
+    w = jnp.asarray(np.random.default_rng(34).standard_normal(n))
+    vs = jnp.stack([v, -0.5 * jnp.roll(v, 7)])
+    tol = 1e-8
+    matvec, calls = _matvec_counter()
+
+    def grad(v, budget):
+        def loss(p):
+            y = expm_multiply(
+                matvec, v, p, 1.0, tol=tol, method="lanczos",
+                checkpoint=Trajectory(budget_bytes=budget),
+            )  # fmt: skip
+            return jnp.dot(w, y)
+
+        return jax.grad(loss)(params)["log_kappa"]
+
+    def counted(fn, *args):
+        calls["n"] = 0
+        out = jax.block_until_ready(fn(*args))
+        return out, calls["n"]
+
+    batched, batched_calls = counted(jax.vmap(grad, in_axes=(0, None)), vs, budget)
+    shared_calls = full_calls = 0
+    for i in range(2):
+        shared, count = counted(grad, vs[i], budget // 2)
+        shared_calls += count
+        full, count = counted(grad, vs[i], budget)
+        full_calls += count
+        assert rel(batched[i], shared) < 1e-13
+        assert rel(batched[i], full) < tol
+    assert batched_calls == shared_calls > full_calls

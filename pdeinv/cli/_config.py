@@ -433,15 +433,22 @@ SCHEMA: dict[str, Any] = {
         ),
         "samples": Option(4, "int", "Posterior samples written and drawn.", minimum=0),
         "method": Option(
-            "randomized",
+            "auto",
             "str",
-            "Eigensolver: randomized double pass (batched products), nystrom (randomized "
-            "single pass: half the products) or Lanczos with full reorthogonalisation (one "
-            "product at a time).",
-            choices=("randomized", "nystrom", "lanczos"),
+            "Eigensolver: jacobian (the prior-preconditioned Jacobian by central differences "
+            "of the forward model, 2 x unknowns + 1 forward solves, then every eigenpair "
+            "exactly; compiles the forward model only), randomized double pass (batched "
+            "Gauss-Newton products), nystrom (randomized single pass: half the products) or "
+            "Lanczos with full reorthogonalisation (one product at a time); auto = jacobian "
+            "when that matrix fits in 256 MiB and unknowns <= 10 x (rank + oversampling), "
+            "else randomized (docs/uncertainty.md).",
+            choices=("auto", "jacobian", "randomized", "nystrom", "lanczos"),
         ),
         "oversampling": Option(
-            10, "int", "Extra random vectors (randomized) or steps (Lanczos).", minimum=0
+            10,
+            "int",
+            "Extra random vectors (randomized, nystrom) or steps (Lanczos); not used by jacobian.",
+            minimum=0,
         ),
         "nugget": Option(
             0.01,
@@ -451,7 +458,11 @@ SCHEMA: dict[str, Any] = {
             positive=True,
         ),
         "batch_size": Option(
-            8, "int", "Hessian-vector products computed at once (vmap).", positive=True
+            8,
+            "int",
+            "Hessian-vector products (jacobian: columns, two forward solves each) computed "
+            "at once (vmap).",
+            positive=True,
         ),
         "hessian": Option(
             "gauss-newton",

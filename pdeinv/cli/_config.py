@@ -440,7 +440,7 @@ SCHEMA: dict[str, Any] = {
             "exactly; compiles the forward model only), randomized double pass (batched "
             "Gauss-Newton products), nystrom (randomized single pass: half the products) or "
             "Lanczos with full reorthogonalisation (one product at a time); auto = jacobian "
-            "when that matrix fits in 256 MiB and unknowns <= 10 x (rank + oversampling), "
+            "when that matrix fits in 1 GiB and unknowns <= 10 x (rank + oversampling), "
             "else randomized (docs/uncertainty.md).",
             choices=("auto", "jacobian", "randomized", "nystrom", "lanczos"),
         ),

@@ -333,7 +333,7 @@ def test_auto_method_choice_and_errors(monkeypatch):
         "randomized"
     )
     # a Jacobian over the memory limit, or far more columns than the products: products
-    monkeypatch.setattr(_posterior, "JACOBIAN_BYTES", 8 * 9 * problem.num_observations - 1)
+    monkeypatch.setattr(_posterior, "JACOBIAN_BYTES", 8 * 9 * problem.num_observations - 1)  # x64
     assert inverse._laplace.choose_method(problem, 9) == "randomized"
     monkeypatch.undo()
     monkeypatch.setattr(_posterior, "JACOBIAN_COLUMNS_PER_PRODUCT", 0.5)

@@ -150,6 +150,9 @@ def lanczos_eigh(
     )
 
 
+_GRAM_ELEMENTS = 2**24  # float64 elements of one row block of the Gram product (128 MiB)
+
+
 def jacobian_eigh(matrix, rank: int) -> LowRankEigen:
     r"""The ``rank`` largest eigenpairs of :math:`A^T A` from ``A`` itself (exact).
 
@@ -162,16 +165,21 @@ def jacobian_eigh(matrix, rank: int) -> LowRankEigen:
     :math:`\log(1+\lambda)`), otherwise the SVD of ``A``.  ``exact`` when ``rank``
     reaches ``min(d, n)`` (every nonzero pair kept).
     """
-    matrix = np.asarray(matrix, dtype=float)
+    matrix = np.asarray(matrix)
     d, n = matrix.shape
     rank = max(1, min(int(rank), n, d))
     if d >= n:
-        gram = matrix.T @ matrix
+        # In float64, a block of rows at a time (A may be float32 and large).
+        gram = np.zeros((n, n))
+        rows = max(1, _GRAM_ELEMENTS // n)
+        for start in range(0, d, rows):
+            block = np.asarray(matrix[start : start + rows], dtype=float)
+            gram += block.T @ block
         values, vectors = np.linalg.eigh(0.5 * (gram + gram.T))
         order = np.argsort(values)[::-1][:rank]
         values, vectors = values[order], vectors[:, order]
     else:
-        _, sigma, vt = np.linalg.svd(matrix, full_matrices=False)
+        _, sigma, vt = np.linalg.svd(np.asarray(matrix, dtype=float), full_matrices=False)
         values, vectors = sigma[:rank] ** 2, vt[:rank].T
     return LowRankEigen(np.maximum(values, 0.0), vectors, 0, rank >= min(d, n))
 

@@ -143,8 +143,8 @@ def default_rank(num_unknowns: int) -> int:
     return int(min(num_unknowns, 200))
 
 
-# method="auto": the Jacobian while it fits in this much memory (float64) ...
-JACOBIAN_BYTES = 256 * 2**20
+# method="auto": the Jacobian while it fits in this much memory (at the run's precision) ...
+JACOBIAN_BYTES = 2**30
 # ... and its n columns (2n forward solves) cost no more than about what the double
 # pass's rank + oversampling products cost: one Gauss-Newton product (a tangent and an
 # adjoint solve, vmapped 8 at a time) took 10-20 central-difference columns' time on
@@ -158,7 +158,8 @@ def choose_method(problem, rank: int, oversampling: int = 10, hessian=None) -> s
 
     ``"jacobian"`` (the prior-preconditioned Jacobian by forward differences, then
     its exact eigendecomposition) when the Hessian is Gauss–Newton, the Jacobian
-    (``num_data x n`` float64) fits in ``JACOBIAN_BYTES`` (256 MiB) and
+    (``num_data x n``, float64 or float32 as the run) fits in ``JACOBIAN_BYTES``
+    (1 GiB) and
     ``n <= JACOBIAN_COLUMNS_PER_PRODUCT * min(rank + oversampling, num_data)``
     (10: its ``n`` columns cost less than the double pass's products); otherwise
     the randomized double pass with Hessian–vector products.
@@ -166,7 +167,7 @@ def choose_method(problem, rank: int, oversampling: int = 10, hessian=None) -> s
     n, d = int(problem.parameters.size), int(problem.num_observations)
     if hessian is not None and not (isinstance(hessian, str) and hessian == "gauss-newton"):
         return "randomized"
-    if 8 * n * d > JACOBIAN_BYTES:
+    if (8 if _x64() else 4) * n * d > JACOBIAN_BYTES:
         return "randomized"
     if n > JACOBIAN_COLUMNS_PER_PRODUCT * min(int(rank) + int(oversampling), d):
         return "randomized"

@@ -343,9 +343,8 @@ def residual_jacobian(problem, m, directions, *, batch_size: int | None = None, 
     -------
     tuple
         ``(A, r0, evaluations)``: ``A`` ``(num_data, k)`` (float64, or float32 for a
-        float32 run), the residual at
-        ``m`` ``(num_data,)`` and the number of residual evaluations (forward solves
-        of every experiment), ``2k + 1``.
+        float32 run), the residual at ``m`` ``(num_data,)`` and the number of
+        residual evaluations (forward solves of every experiment), ``2k + 1``.
     """
     dtype = jnp.asarray(problem.data).dtype if _x64() else jnp.float32
     m = np.asarray(m, dtype=float)
@@ -366,7 +365,7 @@ def residual_jacobian(problem, m, directions, *, batch_size: int | None = None, 
     num_data = int(problem.num_observations)
     # Stored at the run's precision: in float32 the difference's error (about
     # tol^(2/3) >= 2e-4) is far above float32's rounding, and the matrix is half the size.
-    matrix = np.empty((num_data, k), dtype=np.float64 if dtype == jnp.float64 else np.float32)
+    matrix = np.empty((num_data, k), np.float64 if jnp.dtype(dtype) == np.float64 else np.float32)
     r0 = None
     for start in range(0, points.shape[0], width):
         chunk = points[start : start + width]

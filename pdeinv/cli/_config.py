@@ -427,7 +427,9 @@ SCHEMA: dict[str, Any] = {
             None,
             "int",
             "Eigenpairs of the prior-preconditioned misfit Hessian kept; null = "
-            "min(number of unknowns, 200); rank + oversampling >= unknowns is exact.",
+            "min(number of unknowns, 200). Exact (no truncation) when rank reaches the "
+            "number of unknowns or of data (jacobian computes every pair: a larger rank "
+            "costs nothing more), or rank + oversampling does (products).",
             positive=True,
             nullable=True,
         ),

@@ -427,21 +427,30 @@ SCHEMA: dict[str, Any] = {
             None,
             "int",
             "Eigenpairs of the prior-preconditioned misfit Hessian kept; null = "
-            "min(number of unknowns, 200); rank + oversampling >= unknowns is exact.",
+            "min(number of unknowns, 200). Exact (no truncation) when rank reaches the "
+            "number of unknowns or of data (jacobian computes every pair: a larger rank "
+            "costs nothing more), or rank + oversampling does (products).",
             positive=True,
             nullable=True,
         ),
         "samples": Option(4, "int", "Posterior samples written and drawn.", minimum=0),
         "method": Option(
-            "randomized",
+            "auto",
             "str",
-            "Eigensolver: randomized double pass (batched products), nystrom (randomized "
-            "single pass: half the products) or Lanczos with full reorthogonalisation (one "
-            "product at a time).",
-            choices=("randomized", "nystrom", "lanczos"),
+            "Eigensolver: jacobian (the prior-preconditioned Jacobian by central differences "
+            "of the forward model, 2 x unknowns + 1 forward solves, then every eigenpair "
+            "exactly; compiles the forward model only), randomized double pass (batched "
+            "Gauss-Newton products), nystrom (randomized single pass: half the products) or "
+            "Lanczos with full reorthogonalisation (one product at a time); auto = jacobian "
+            "when that matrix fits in 1 GiB and unknowns <= 10 x (rank + oversampling), "
+            "else randomized (docs/uncertainty.md).",
+            choices=("auto", "jacobian", "randomized", "nystrom", "lanczos"),
         ),
         "oversampling": Option(
-            10, "int", "Extra random vectors (randomized) or steps (Lanczos).", minimum=0
+            10,
+            "int",
+            "Extra random vectors (randomized, nystrom) or steps (Lanczos); not used by jacobian.",
+            minimum=0,
         ),
         "nugget": Option(
             0.01,
@@ -451,7 +460,11 @@ SCHEMA: dict[str, Any] = {
             positive=True,
         ),
         "batch_size": Option(
-            8, "int", "Hessian-vector products computed at once (vmap).", positive=True
+            8,
+            "int",
+            "Hessian-vector products (jacobian: columns, two forward solves each) computed "
+            "at once (vmap).",
+            positive=True,
         ),
         "hessian": Option(
             "gauss-newton",

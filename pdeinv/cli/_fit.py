@@ -233,10 +233,14 @@ def _uncertainty(experiment, outcome, progress, folder, config, previous):
         _write_failed(folder, config.name, err, previous)
         raise
     info = uncertainty.metrics["uncertainty"]
+    cost = (
+        f"{info['residual_evaluations']} forward evaluations"
+        if info["residual_evaluations"]
+        else f"{info['hessian_products']} Hessian-vector products"
+    )
     progress.message(
-        f"uncertainty: {info['hessian_products']} Hessian-vector products "
-        f"({info['hessian_kind']}), {info['eigenvalues_above_1']} eigenvalues above 1, "
-        f"{info['time_s']:.1f} s"
+        f"uncertainty: {info['method']}, {cost} ({info['hessian_kind']}), "
+        f"{info['eigenvalues_above_1']} eigenvalues above 1, {info['time_s']:.1f} s"
     )
     return uncertainty
 

@@ -79,9 +79,10 @@ def compute_uncertainty(experiment, outcome) -> Uncertainty:
         "effective_parameters": posterior.effective_parameters,
         "uncertainty": {
             "rank": int(posterior.eigenvalues.size),
-            "method": options["method"],
+            "method": posterior.method,
             "exact": posterior.exact,
             "hessian_products": posterior.num_hessian_products,
+            "residual_evaluations": posterior.num_residual_evaluations,
             "hessian_kind": posterior.hessian_kind,
             "eigenvalues_above_1": int(np.sum(posterior.eigenvalues > 1.0)),
             "smallest_eigenvalue_kept": float(posterior.eigenvalues[-1]),

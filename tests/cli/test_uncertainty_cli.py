@@ -48,7 +48,10 @@ def test_fit_with_uncertainty_writes_every_output(tmp_path):
         float(np.sum(eigenvalues / (1 + eigenvalues)))
     )
     assert 0.0 <= metrics["coverage_2sigma"] <= 1.0
-    assert metrics["uncertainty"]["hessian_products"] > 0
+    # method auto: 9 unknowns, a small Jacobian: 2 x 9 + 1 forward evaluations, no products.
+    info = metrics["uncertainty"]
+    assert info["method"] == "jacobian" and info["residual_evaluations"] == 19
+    assert info["hessian_products"] == 0 and info["hessian_kind"] == "gauss-newton-jacobian"
     vtu = meshio.read(out / "fields.vtu")
     np.testing.assert_allclose(vtu.point_data["log_kappa_std"], result["posterior_std_field"])
     for figure in ("uncertainty.png", "spectrum.png"):
@@ -88,6 +91,7 @@ def test_choose_weight_by_evidence(tmp_path):
     overrides = [
         "regularization.choose_weight=evidence",
         "regularization.evidence_weights=[10.0, 1.0, 0.1]",
+        "uncertainty.method=randomized",  # the products' path through the CLI
     ]
     assert main(["fit", str(config), "--out", str(out), "--quiet", *overrides]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
@@ -96,5 +100,8 @@ def test_choose_weight_by_evidence(tmp_path):
     best = int(np.argmax(evidence["log_evidences"]))
     assert evidence["chosen_weight"] == evidence["weights_tried"][best]
     assert metrics["regularization_weight"] == evidence["chosen_weight"]
+    info = metrics["uncertainty"]
+    assert info["method"] == "randomized" and info["hessian_products"] > 0
+    assert info["residual_evaluations"] == 0
     # The run's posterior is the one at the chosen weight.
     assert metrics["log_evidence"] == pytest.approx(evidence["log_evidences"][best])

@@ -235,9 +235,25 @@ def test_truncated_posterior_overestimates_variance_and_samples_match_it():
     np.testing.assert_allclose(np.diag(empirical), np.diag(covariance), rtol=0.15)
 
 
-@pytest.mark.slow
-def test_exact_laplace_on_nonlinear_problem_when_rank_reaches_unknowns():
-    """Heat with a log-diffusivity on a 3x3 coarse grid: rank >= 9 gives the dense GN posterior."""
+def _expm_taylor(a, squarings=8, degree=18):
+    """``exp(a)`` by scaling and squaring of a Taylor polynomial: matrix products only.
+
+    No LAPACK call, so ``vmap`` of it cannot meet jaxlib's CPU deadlock of batched
+    LAPACK kernels inside loops (``jax.scipy.linalg.expm`` solves a Pade system);
+    accurate to rounding for ``||a|| <= 2^squarings``.
+    """
+    a = a / 2.0**squarings
+    term = result = jnp.eye(a.shape[0], dtype=a.dtype)
+    for k in range(1, degree + 1):
+        term = term @ a / k
+        result = result + term
+    for _ in range(squarings):
+        result = result @ result
+    return result
+
+
+def _coarse_heat_problem():
+    """Heat with a log-diffusivity on a 3x3 coarse grid of a 6x6 grid, dense ``expm`` forward."""
     space = grid((6, 6))
     n = space.num_nodes
     u0 = models.gaussian_bump(space, width=0.2)
@@ -247,7 +263,7 @@ def test_exact_laplace_on_nonlinear_problem_when_rank_reaches_unknowns():
 
     def forward(model, params, times_, **solver):
         matrix = jax.jacfwd(lambda u: matvec(u, params))(model.u0)
-        return jnp.stack([jax.scipy.linalg.expm(t * matrix) @ model.u0 for t in times])
+        return jnp.stack([_expm_taylor(t * matrix) @ model.u0 for t in times])
 
     parameters = inverse.ParameterMap(
         inverse.CoarseGrid.build(space, (3, 3)), "log_kappa", dict(model.params)
@@ -260,17 +276,89 @@ def test_exact_laplace_on_nonlinear_problem_when_rank_reaches_unknowns():
         data=clean + 0.01 * np.random.default_rng(1).standard_normal(clean.shape), sigma=0.01,
         regularizer=inverse.make_regularizer("h1", space), weight=0.1, forward=forward,
     )  # fmt: skip
-    m = np.asarray(truth) + 0.05
-    posterior = inverse.laplace_posterior(problem, m, rank=9, oversampling=0)
-    assert posterior.exact
-    residual = jax.jacrev(lambda x: problem.weighted_residual(x).ravel())(jnp.asarray(m))
-    jac = np.asarray(residual)
-    prior = posterior.prior
-    covariance = np.linalg.inv(jac.T @ jac + prior.precision)
+    return problem, np.asarray(truth) + 0.05
+
+
+def _dense_gauss_newton(problem, m, prior):
+    """Covariance and log evidence of the Gauss-Newton posterior from ``jax.jacrev``."""
+    residual = np.asarray(problem.weighted_residual(jnp.asarray(m))).ravel()
+    jac = np.asarray(jax.jacrev(lambda x: problem.weighted_residual(x).ravel())(jnp.asarray(m)))
+    precision = jac.T @ jac + prior.precision
+    covariance = np.linalg.inv(precision)
+    _, logdet_post = np.linalg.slogdet(precision)
+    _, logdet_prior = np.linalg.slogdet(prior.precision)
+    sigma = np.broadcast_to(np.asarray(problem.sigma, float), np.shape(problem.data))
+    evidence = (
+        -0.5 * residual @ residual - prior.quadratic(m) - 0.5 * (logdet_post - logdet_prior)
+        - 0.5 * residual.size * np.log(2 * np.pi) - np.sum(np.log(sigma))
+    )  # fmt: skip
+    return covariance, evidence
+
+
+@pytest.mark.slow
+def test_exact_laplace_on_nonlinear_problem_when_rank_reaches_unknowns():
+    """Products (randomized, rank 9 = unknowns) give the dense GN posterior."""
+    problem, m = _coarse_heat_problem()
+    posterior = inverse.laplace_posterior(problem, m, rank=9, oversampling=0, method="randomized")
+    assert posterior.exact and posterior.method == "randomized"
+    covariance, _ = _dense_gauss_newton(problem, m, posterior.prior)
     # The matrix-free Gauss-Newton product (finite-difference J v) is accurate to ~1e-6.
     np.testing.assert_allclose(posterior.covariance(), covariance, rtol=1e-4, atol=1e-8)
     # h1 is improper: the nugget makes the constant mode proper (prior std of the mean).
-    assert np.all(np.isfinite(prior.variance()))
+    assert np.all(np.isfinite(posterior.prior.variance()))
+
+
+def test_jacobian_method_is_the_dense_gauss_newton_posterior_and_truncation_is_bounded():
+    """``method="jacobian"`` (forward differences of the model) on a nonlinear problem."""
+    problem, m = _coarse_heat_problem()
+    # auto: 9 unknowns, a tiny Jacobian: the Jacobian, every pair (exact).
+    posterior = inverse.laplace_posterior(problem, m)
+    assert posterior.method == "jacobian" and posterior.exact
+    assert posterior.num_residual_evaluations == 2 * 9 + 1
+    assert posterior.num_hessian_products == 0
+    assert posterior.hessian_kind == "gauss-newton-jacobian"
+    covariance, evidence = _dense_gauss_newton(problem, m, posterior.prior)
+    # Central differences with the step tol^(1/3) (tol 1e-8): truncation error about
+    # tol^(2/3) = 5e-6 relative (2.5e-6 of the largest entry measured).
+    scale = np.abs(covariance).max()
+    np.testing.assert_allclose(posterior.covariance(), covariance, rtol=0, atol=2e-5 * scale)
+    assert posterior.log_evidence == pytest.approx(evidence, abs=1e-6 * abs(evidence))
+    # Truncation (rank r < n) against the exact posterior: each variance grows by at most
+    # lambda_{r+1} / (1 + lambda_{r+1}) of its prior value; the log evidence by exactly
+    # 1/2 sum_{i>r} log(1 + lambda_i), at most (n - r)/2 log(1 + lambda_{r+1}).
+    lam = posterior.eigenvalues
+    prior_variance = posterior.prior.variance()
+    for r in (1, 3, 6):
+        truncated = inverse.laplace_posterior(problem, m, rank=r, method="jacobian")
+        assert not truncated.exact and truncated.eigenvalues.size == r
+        np.testing.assert_allclose(truncated.eigenvalues, lam[:r], rtol=1e-12)
+        excess = truncated.variance() - posterior.variance()
+        assert np.all(excess >= -1e-12 * prior_variance)
+        assert np.all(excess <= lam[r] / (1 + lam[r]) * prior_variance * (1 + 1e-9))
+        gap = truncated.log_evidence - posterior.log_evidence
+        assert gap == pytest.approx(0.5 * np.sum(np.log1p(lam[r:])), rel=1e-9)
+        assert 0 <= gap <= 0.5 * (lam.size - r) * np.log1p(lam[r]) * (1 + 1e-9)
+
+
+def test_auto_method_choice_and_errors(monkeypatch):
+    from pdeinv.inverse._laplace import _posterior
+
+    problem, m = _coarse_heat_problem()
+    assert inverse._laplace.choose_method(problem, 9) == "jacobian"
+    # gradient differences are products of another Hessian: never the Jacobian
+    assert inverse._laplace.choose_method(problem, 9, hessian="gradient-difference") == (
+        "randomized"
+    )
+    # a Jacobian over the memory limit, or far more columns than the products: products
+    monkeypatch.setattr(_posterior, "JACOBIAN_BYTES", 8 * 9 * problem.num_observations - 1)  # x64
+    assert inverse._laplace.choose_method(problem, 9) == "randomized"
+    monkeypatch.undo()
+    monkeypatch.setattr(_posterior, "JACOBIAN_COLUMNS_PER_PRODUCT", 0.5)
+    assert inverse._laplace.choose_method(problem, 2, oversampling=0) == "randomized"
+    with pytest.raises(ValueError, match="uncertainty.method = jacobian forms the Gauss-Newton"):
+        inverse.laplace_posterior(problem, m, method="jacobian", hessian="gradient-difference")
+    with pytest.raises(ValueError, match="uncertainty.method must be one of"):
+        inverse.laplace_posterior(problem, m, method="arnoldi")
 
 
 # -- the bilaplacian prior -----------------------------------------------------------------

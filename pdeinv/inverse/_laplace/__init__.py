@@ -35,6 +35,7 @@ from ._eigen import METHODS as METHODS
 from ._eigen import LowRankEigen as LowRankEigen
 from ._eigen import dense_eigh as dense_eigh
 from ._eigen import generalized_eigh as generalized_eigh
+from ._eigen import jacobian_eigh as jacobian_eigh
 from ._eigen import lanczos_eigh as lanczos_eigh
 from ._eigen import nystrom_eigh as nystrom_eigh
 from ._eigen import randomized_eigh as randomized_eigh
@@ -42,10 +43,13 @@ from ._evidence import EvidenceResult as EvidenceResult
 from ._evidence import fit_evidence as fit_evidence
 from ._hessian import _FD_PROGRAMS as _FD_PROGRAMS
 from ._hessian import _GN_PROGRAMS as _GN_PROGRAMS
+from ._hessian import _JACOBIAN_PROGRAMS as _JACOBIAN_PROGRAMS
 from ._hessian import HESSIANS as HESSIANS
 from ._hessian import MisfitHessian as MisfitHessian
 from ._hessian import misfit_hessian as misfit_hessian
+from ._hessian import residual_jacobian as residual_jacobian
 from ._posterior import LaplacePosterior as LaplacePosterior
+from ._posterior import choose_method as choose_method
 from ._posterior import coverage as coverage
 from ._posterior import default_rank as default_rank
 from ._posterior import laplace_posterior as laplace_posterior

@@ -11,8 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._eigen import generalized_eigh
-from ._hessian import MisfitHessian, misfit_hessian
+from ._eigen import METHODS, generalized_eigh, jacobian_eigh
+from ._hessian import MisfitHessian, jacobian_hessian, misfit_hessian, residual_jacobian
 from ._prior import GaussianPrior, _x64, gaussian_prior
 
 # -- the posterior -----------------------------------------------------------------------
@@ -39,6 +39,11 @@ class LaplacePosterior:
         ``True`` when every eigenpair was computed (no truncation).
     num_hessian_products, hessian_kind, time_s
         Cost: misfit Hessian–vector products, how they were computed, seconds.
+    method
+        The eigensolver used (``"auto"`` resolved: see :func:`choose_method`).
+    num_residual_evaluations
+        Residual evaluations (forward solves of every experiment) of
+        ``method="jacobian"``: ``2n + 1``.
     """
 
     mean: np.ndarray
@@ -52,6 +57,8 @@ class LaplacePosterior:
     num_hessian_products: int = 0
     hessian_kind: str = ""
     time_s: float = 0.0
+    method: str = ""
+    num_residual_evaluations: int = 0
 
     @property
     def _shrink(self) -> np.ndarray:
@@ -136,12 +143,43 @@ def default_rank(num_unknowns: int) -> int:
     return int(min(num_unknowns, 200))
 
 
+# method="auto": the Jacobian while it fits in this much memory (at the run's precision) ...
+JACOBIAN_BYTES = 2**30
+# ... and its n columns (2n forward solves) cost no more than about what the double
+# pass's rank + oversampling products cost: one Gauss-Newton product (a tangent and an
+# adjoint solve, vmapped 8 at a time) took 10-20 central-difference columns' time on
+# examples/heat.yaml (benchmarks/uncertainty_cost.md), and it compiles a tangent and an
+# adjoint solve where the Jacobian compiles the forward model only.
+JACOBIAN_COLUMNS_PER_PRODUCT = 10
+
+
+def choose_method(problem, rank: int, oversampling: int = 10, hessian=None) -> str:
+    """The eigensolver of ``method="auto"``: ``"jacobian"`` or ``"randomized"``.
+
+    ``"jacobian"`` (the prior-preconditioned Jacobian by forward differences, then
+    its exact eigendecomposition) when the Hessian is Gauss–Newton, the Jacobian
+    (``num_data x n``, float64 or float32 as the run) fits in ``JACOBIAN_BYTES``
+    (1 GiB) and
+    ``n <= JACOBIAN_COLUMNS_PER_PRODUCT * min(rank + oversampling, num_data)``
+    (10: its ``n`` columns cost less than the double pass's products); otherwise
+    the randomized double pass with Hessian–vector products.
+    """
+    n, d = int(problem.parameters.size), int(problem.num_observations)
+    if hessian is not None and not (isinstance(hessian, str) and hessian == "gauss-newton"):
+        return "randomized"
+    if (8 if _x64() else 4) * n * d > JACOBIAN_BYTES:
+        return "randomized"
+    if n > JACOBIAN_COLUMNS_PER_PRODUCT * min(int(rank) + int(oversampling), d):
+        return "randomized"
+    return "jacobian"
+
+
 def laplace_posterior(
     problem,
     m,
     *,
     rank: int | None = None,
-    method: str = "randomized",
+    method: str = "auto",
     oversampling: int = 10,
     weight: float | None = None,
     nugget: float = 1e-2,
@@ -164,8 +202,14 @@ def laplace_posterior(
         data (the misfit Hessian's rank).  ``rank + oversampling`` reaching ``n`` or
         the number of data (randomized), or a Lanczos breakdown, make the result exact.
     method, oversampling
-        Eigensolver (``"randomized"`` double pass, ``"nystrom"`` single pass or
-        ``"lanczos"``, see :func:`generalized_eigh`) and its extra vectors.
+        ``"jacobian"``: the prior-preconditioned residual Jacobian :math:`J_r L`
+        by central differences of the forward model (``2n + 1`` forward solves,
+        :func:`residual_jacobian`), then its exact eigendecomposition
+        (:func:`jacobian_eigh`): every pair, of which ``rank`` are kept, and nothing
+        compiled but the forward model.  ``"randomized"`` double pass,
+        ``"nystrom"`` single pass or ``"lanczos"``: Hessian–vector products (see
+        :func:`generalized_eigh`), ``oversampling`` their extra vectors.
+        ``"auto"`` (default): :func:`choose_method`.
     weight, nugget, center
         Prior: see :func:`gaussian_prior`.
     newton_step
@@ -189,19 +233,38 @@ def laplace_posterior(
     if m.shape != (n,):
         raise ValueError(f"m must have shape ({n},), got {m.shape}")
     rank = default_rank(n) if rank is None else int(rank)
+    if method not in METHODS:
+        raise ValueError(f"uncertainty.method must be one of {', '.join(METHODS)}, got {method!r}")
+    if method == "auto":
+        method = choose_method(problem, rank, oversampling, hessian)
     weight = float(problem.weight if weight is None else weight)
     prior = gaussian_prior(problem, m, weight=weight, nugget=nugget, center=center)
-    if hessian is None or isinstance(hessian, str):
-        # Lanczos applies one vector at a time: a wider block would be padding only.
-        width = 1 if method == "lanczos" else batch_size
-        hessian = misfit_hessian(
-            problem, m, batch_size=width, hessian="gauss-newton" if hessian is None else hessian
+    evaluations = before = 0
+    if method == "jacobian":
+        if hessian is not None and not (isinstance(hessian, str) and hessian == "gauss-newton"):
+            raise ValueError(
+                "uncertainty.method = jacobian forms the Gauss-Newton Hessian; with "
+                "uncertainty.hessian = gradient-difference use randomized, nystrom or lanczos"
+            )
+        if rank < 1:
+            raise ValueError(f"uncertainty.rank must be >= 1, got {rank}")
+        matrix, r0, evaluations = residual_jacobian(
+            problem, m, prior.sqrt_covariance(np.eye(n)), batch_size=batch_size
         )
-    before = hessian.counter[0]
-    eigen = generalized_eigh(
-        hessian.apply, prior, rank, method=method, oversampling=oversampling,
-        rng=np.random.default_rng(seed), max_rank=int(problem.num_observations),
-    )  # fmt: skip
+        eigen = jacobian_eigh(matrix, rank)
+        hessian = jacobian_hessian(matrix, r0, prior)
+    else:
+        if hessian is None or isinstance(hessian, str):
+            # Lanczos applies one vector at a time: a wider block would be padding only.
+            width = 1 if method == "lanczos" else batch_size
+            hessian = misfit_hessian(
+                problem, m, batch_size=width, hessian="gauss-newton" if hessian is None else hessian
+            )
+        before = hessian.counter[0]
+        eigen = generalized_eigh(
+            hessian.apply, prior, rank, method=method, oversampling=oversampling,
+            rng=np.random.default_rng(seed), max_rank=int(problem.num_observations),
+        )  # fmt: skip
     posterior = LaplacePosterior(
         mean=m,
         prior=prior,
@@ -212,6 +275,8 @@ def laplace_posterior(
         log_sigma_sum=_log_sigma_sum(problem),
         exact=eigen.exact,
         hessian_kind=hessian.kind,
+        method=method,
+        num_residual_evaluations=evaluations,
     )
     misfit = hessian.misfit()
     # Only an exact posterior gives the Newton step: a truncated one has the prior's
@@ -227,7 +292,8 @@ def laplace_posterior(
         posterior,
         mean=m,
         misfit=misfit,
-        num_hessian_products=hessian.counter[0] - before,
+        # The Jacobian's Newton-step product is a matrix product, no PDE solve.
+        num_hessian_products=0 if method == "jacobian" else hessian.counter[0] - before,
         time_s=time.perf_counter() - start,
     )
 

@@ -78,8 +78,9 @@ def misfit_hessian(
     if width < 1:
         raise ValueError(f"uncertainty.batch_size must be >= 1, got {width}")
     counter = [0]
-    scale = difference_step(problem, dtype, np.asarray(m_j))
-    if fd_step is not None:
+    if fd_step is None:
+        scale = difference_step(problem, dtype, np.asarray(m_j))
+    else:
         scale = float(fd_step) * (1.0 + float(jnp.max(jnp.abs(m_j))))
     if hessian == "gradient-difference":
         return _gradient_difference(problem, m_j, scale, counter)

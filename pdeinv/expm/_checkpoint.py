@@ -235,10 +235,7 @@ class Trajectory(AbstractCheckpoint):
         :class:`States`) and the bytes of one.
 
     Off (no slots) for ``"skew-lanczos"`` (oscillatory trajectories are never of
-    low rank), for ``"affine-lanczos"`` (the bordered projection has no
-    eigenbasis shortcut for the samples: measured on 64^2 heat with boundary
-    data, value+gradient 2x the homogeneous solve with state checkpoints, 3.5x
-    with trajectory bases) and for ``gradient="discrete"``.
+    low rank) and for ``gradient="discrete"``.
     """
 
     name: ClassVar[str] = "trajectory"
@@ -250,7 +247,7 @@ class Trajectory(AbstractCheckpoint):
 
     def plan(self, *, n, k, kept, itemsize, method, gradient):
         slots = slot_bytes = 0
-        if gradient == "two-sided" and method not in ("skew-lanczos", "affine-lanczos"):
+        if gradient == "two-sided" and method != "skew-lanczos":
             rank = min(self.rank, k)
             if rank < k:  # else a projection would store as much as the basis itself
                 slot_bytes = self._per_step(n, k) * itemsize

@@ -107,6 +107,11 @@ class _Config:
         return self.method == "skew-lanczos"
 
     @property
+    def bordered(self) -> bool:
+        """Projections ``[[0, 0], [gamma e1, T]]`` of the affine Lanczos process."""
+        return self.method == "affine-lanczos"
+
+    @property
     def chunk(self) -> int:
         """Steps between Krylov-size checks: a divisor of ``krylov_dim`` near 5.
 

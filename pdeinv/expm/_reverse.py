@@ -108,12 +108,12 @@ def _transposed(cfg: _Config, matvec, params, apply, example):
     """``x -> A^T x`` for the adjoint's Krylov processes."""
     if cfg.symmetric:
         return apply
-    if cfg.method == "affine-lanczos":
+    if cfg.bordered:
         # A_aug^T = [[A, 0], [b^T, 0]]: the last entry of the adjoint state
         # (the adjoint of the constant) feeds nothing else and no parameter
-        # gradient, so it is kept at zero and A_aug^T acts as A.
-        transposed = transpose_matvec(matvec, params, example)
-        return lambda y: transposed(y).at[-1].set(0.0)
+        # gradient, so it is kept at zero and A_aug^T acts as the symmetric A,
+        # which is A_aug itself on vectors with a zero last entry (no transpose).
+        return lambda y: apply(y.at[-1].set(0.0))
     if cfg.skew:
         return lambda x: -apply(x)  # A^T = -A: no transpose needed
     return transpose_matvec(matvec, params, example)

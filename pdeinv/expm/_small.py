@@ -13,7 +13,10 @@ Symmetric (Lanczos) decompositions use one eigendecomposition of the
 tridiagonal matrix, which is exact and robust for any ``s ||H||`` (no scaling and
 squaring), and is reused for every trial step size.  Skew-symmetric ones (skew
 Lanczos) likewise, through the Hermitian matrix ``i H`` (eigenvalues ``-i w`` of
-``H``, all of modulus-one exponentials: nothing can overflow).  General (Arnoldi)
+``H``, all of modulus-one exponentials: nothing can overflow).  Bordered ones
+(the affine Lanczos process, ``H = [[0, 0], [gamma e1, T]]`` with ``T``
+symmetric tridiagonal) through the eigendecomposition of ``T`` and divided
+differences of ``exp`` (:func:`exp_divided_difference`).  General (Arnoldi)
 decompositions use the Padé exponential of a bordered matrix.
 """
 
@@ -34,6 +37,43 @@ def phi1(x):
     small = jnp.abs(x) < 1e-8
     safe = jnp.where(small, 1.0, x)
     return jnp.where(small, 1.0 + x / 2, jnp.expm1(safe) / safe)
+
+
+def exp_divided_difference(x, y):
+    """``exp[x, y, 0]``, the second divided difference of ``exp``, elementwise.
+
+    ``exp[x, y, 0] = int_0^1 int_0^r exp(rho x + (1 - r) y) drho dr`` (the
+    Hermite–Genocchi integral over the triangle): the ``(1, 3)`` entry of
+    ``exp([[x, 1, 0], [0, y, 1], [0, 0, 0]])``, and ``phi_2(x) = exp[x, 0, 0]``.
+    Evaluated without cancellation or overflow for real ``x, y`` of any size
+    (except that the result itself overflows when ``max(x, y)`` is above
+    about 700): with the arguments sorted and shifted by the largest, ``0 >= u
+    >= v``, it is ``exp(max) (phi_1(u) - exp(u) phi_1(v - u)) / (-v)``, two
+    positive terms whose difference loses at most a factor ``2 / |v|`` of
+    relative accuracy, so below ``|v| = 0.1`` (all three arguments within
+    0.1) the Taylor series ``sum_m h_m(u, v) / (m + 2)!`` is used instead
+    (``h_m`` the complete homogeneous polynomial; 14 terms, the first dropped
+    below ``15 * 0.1^14 / 16!``).
+    """
+    zero = jnp.zeros_like(x)
+    top = jnp.maximum(jnp.maximum(x, y), zero)
+    low = jnp.minimum(jnp.minimum(x, y), zero)
+    middle = jnp.maximum(jnp.minimum(x, y), jnp.minimum(jnp.maximum(x, y), zero))
+    u, v = middle - top, low - top
+    near = v > -0.1
+    v_far = jnp.where(near, -1.0, v)
+    u_far = jnp.where(near, -0.5, u)
+    # exp[u, v] = exp(u) phi_1(v - u): no overflow for u - v large.
+    far = (phi1(u_far) - jnp.exp(u_far) * phi1(v_far - u_far)) / (-v_far)
+    # Taylor: h_m(u, v) = u h_{m-1}(u, v) + v^m.
+    u_near, v_near = jnp.where(near, u, 0.0), jnp.where(near, v, 0.0)
+    h, v_power, factorial, series = jnp.ones_like(x), jnp.ones_like(x), 2.0, 0.5 * jnp.ones_like(x)
+    for m in range(1, 14):
+        v_power = v_power * v_near
+        h = u_near * h + v_power
+        factorial *= m + 2
+        series = series + h / factorial
+    return jnp.exp(top) * jnp.where(near, series, far)
 
 
 def phi1_imaginary(y):
@@ -61,6 +101,11 @@ class KrylovPropagator:
         Whether ``H`` is symmetric tridiagonal (Lanczos).
     skew
         Whether ``H`` is skew-symmetric tridiagonal (skew Lanczos).
+    bordered
+        Whether ``H = [[0, 0], [gamma e1, T]]`` with ``T`` symmetric tridiagonal
+        (the affine Lanczos process, :func:`~pdeinv.krylov._lanczos.bordered_lanczos_process`).
+        Then ``exp(s H) e1 = [1; gamma s phi_1(s T) e1]`` and ``s phi_1(s H) e1 =
+        [s; gamma s^2 phi_2(s T) e1]``, both through the eigendecomposition of ``T``.
     size
         Dimension actually built (traced int, default ``k``): ``H`` is zero past
         it (a decomposition stopped early, zero-padded), and the error estimate
@@ -68,15 +113,27 @@ class KrylovPropagator:
     """
 
     def __init__(
-        self, hessenberg, beta, residual_norm, *, symmetric: bool, skew: bool = False, size=None
+        self,
+        hessenberg,
+        beta,
+        residual_norm,
+        *,
+        symmetric: bool,
+        skew: bool = False,
+        bordered: bool = False,
+        size=None,
     ):
         self.hessenberg = hessenberg
         self.beta = beta
         self.residual_norm = residual_norm
         self.symmetric = symmetric
         self.skew = skew
+        self.bordered = bordered
         self.k = hessenberg.shape[0]
         self.last = self.k - 1 if size is None else size - 1
+        if bordered:
+            self.gamma = hessenberg[1, 0]
+            self.evals, self.evecs = eigh_small(hessenberg[1:, 1:])
         if symmetric:
             self.evals, self.evecs = eigh_small(hessenberg)
         if skew:
@@ -94,6 +151,11 @@ class KrylovPropagator:
     def _skew_exp_times(self, s):
         return jnp.real(self.evecs @ (jnp.exp(-1j * s * self.freqs) * self.first))
 
+    def _bordered_exp_times(self, s):
+        z = self.evecs[0, :]
+        inner = self.gamma * (self.evecs @ (s * phi1(s * self.evals) * z))
+        return jnp.concatenate([jnp.ones((1,), inner.dtype), inner])
+
     def coefficients(self, s):
         """Return ``(exp(s H) e1, err(s))`` with ``err`` the absolute error estimate."""
         k = self.k
@@ -101,6 +163,13 @@ class KrylovPropagator:
             expo = self._skew_exp_times(s)
             weights = s * phi1_imaginary(-s * self.freqs) * self.first
             last = jnp.real(self.evecs[self.last, :] @ weights)
+        elif self.bordered:
+            expo = self._bordered_exp_times(s)
+            z = self.evecs[0, :]
+            x = s * self.evals
+            row = self.evecs[jnp.maximum(self.last - 1, 0), :]
+            inner = self.gamma * (row @ (s * s * exp_divided_difference(x, jnp.zeros_like(x)) * z))
+            last = jnp.where(self.last >= 1, inner, s)
         elif self.symmetric:
             q1 = self.evecs[0, :]
             expo = self.evecs @ (jnp.exp(s * self.evals) * q1)
@@ -120,6 +189,8 @@ class KrylovPropagator:
         """``exp(s H) e1`` alone."""
         if self.skew:
             return self._skew_exp_times(s)
+        if self.bordered:
+            return self._bordered_exp_times(s)
         if self.symmetric:
             q1 = self.evecs[0, :]
             return self.evecs @ (jnp.exp(s * self.evals) * q1)
@@ -138,8 +209,11 @@ def two_sided_block(forward: KrylovPropagator, backward: KrylovPropagator, c_sta
     returns ``exp(sigma H_b) e1`` (to form ``lam(0)``).
 
     For two symmetric matrices both integrals are diagonal in the eigenbases
-    (divided differences of exp, evaluated stably); otherwise one ``2k x 2k``
-    Van Loan block exponential gives both.
+    (divided differences of exp, evaluated stably); likewise for a bordered
+    forward matrix ``H_f = [[0, 0], [gamma e1, T]]`` and a symmetric backward
+    one, where ``exp(r H_f) c = [c_0; c_0 gamma r phi_1(r T) e1 + exp(r T) c']``
+    adds second divided differences (:func:`exp_divided_difference`).
+    Otherwise one ``2k x 2k`` Van Loan block exponential gives both.
     """
     kf, kb = forward.k, backward.k
     if forward.skew and backward.skew:
@@ -165,6 +239,26 @@ def two_sided_block(forward: KrylovPropagator, backward: KrylovPropagator, c_sta
         m = forward.evecs @ ((cf[:, None] * qb1[None, :]) * divided) @ backward.evecs.T
         lam_coef = backward.evecs @ (jnp.exp(sigma * backward.evals) * qb1)
         return backward.beta * m, lam_coef
+    if forward.bordered and backward.symmetric:
+        # Row 0: c_0 int (exp((sigma - r) H_b) e1)^T dr.  Rows 1..: in T's and
+        # H_b's eigenbases, int exp(r a_i + (sigma - r) b_j) dr (as above) for
+        # exp(r T) c', and int r phi_1(r a_i) exp((sigma - r) b_j) dr =
+        # sigma^2 exp[sigma a_i, sigma b_j, 0] for the border's column.
+        a = sigma * forward.evals[:, None]
+        b = sigma * backward.evals[None, :]
+        first = sigma * jnp.exp(jnp.maximum(a, b)) * phi1(-jnp.abs(a - b))
+        a, b = jnp.broadcast_arrays(a, b)
+        second = sigma * sigma * exp_divided_difference(a, b)
+        c0 = c_start[0]
+        z = forward.evecs[0, :]
+        w = forward.evecs.T @ c_start[1:]
+        qb1 = backward.evecs[0, :]
+        weights = (c0 * forward.gamma * z)[:, None] * second + w[:, None] * first
+        inner = forward.evecs @ (weights * qb1[None, :]) @ backward.evecs.T
+        border = c0 * (backward.evecs @ (sigma * phi1(sigma * backward.evals) * qb1))
+        m = jnp.concatenate([border[None, :], inner], axis=0)
+        lam_coef = backward.evecs @ (jnp.exp(sigma * backward.evals) * qb1)
+        return backward.beta * m, lam_coef
     dtype = forward.hessenberg.dtype
     block = jnp.zeros((kf + kb, kf + kb), dtype)
     block = block.at[:kf, :kf].set(sigma * forward.hessenberg)
@@ -180,6 +274,12 @@ _GEOMETRIC_LEVELS = 12
 _UNIFORM_LEVEL = 3  # uniform spacing 2^-3
 
 
+def _sample_times(tau, dtype):
+    geometric = 2.0 ** -jnp.arange(_GEOMETRIC_LEVELS, -1, -1, dtype=dtype)
+    uniform = jnp.arange(3, 2**_UNIFORM_LEVEL, 2, dtype=dtype) / 2**_UNIFORM_LEVEL
+    return tau * jnp.concatenate([geometric, uniform])
+
+
 def trajectory_samples(prop: KrylovPropagator, tau):
     """Samples of a step's trajectory and of its integral, as columns of a ``(k, m)`` matrix.
 
@@ -187,7 +287,8 @@ def trajectory_samples(prop: KrylovPropagator, tau):
     and ``int_0^s exp(r H) e1 dr = s phi_1(s H) e1``, each scaled to unit norm.
     The times are ``tau 2^-l`` for ``l = 12 .. 0`` and ``tau i / 8``: dense near
     ``s = 0``, where the components of a stiff operator decay, and uniform over
-    the step.  Symmetric decompositions evaluate them in the eigenbasis; general
+    the step.  Symmetric and bordered decompositions evaluate them in the
+    eigenbasis (of ``T`` for a bordered ``H``, see :class:`KrylovPropagator`); general
     ones by repeated squaring of one bordered exponential (the bordered matrix
     at ``2 s`` is twice that at ``s``) and by powers of the one at ``tau / 8``.
     """
@@ -195,13 +296,21 @@ def trajectory_samples(prop: KrylovPropagator, tau):
     dtype = prop.hessenberg.dtype
     levels = _GEOMETRIC_LEVELS
     if prop.symmetric:
-        geometric = 2.0 ** -jnp.arange(levels, -1, -1, dtype=dtype)
-        uniform = jnp.arange(3, 2**_UNIFORM_LEVEL, 2, dtype=dtype) / 2**_UNIFORM_LEVEL
-        s = tau * jnp.concatenate([geometric, uniform])
+        s = _sample_times(tau, dtype)
         x = s[None, :] * prop.evals[:, None]
         q1 = prop.evecs[0, :, None]
         states = prop.evecs @ (jnp.exp(x) * q1)
         integrals = prop.evecs @ (s[None, :] * phi1(x) * q1)
+    elif prop.bordered:
+        s = _sample_times(tau, dtype)
+        x = s[None, :] * prop.evals[:, None]
+        z = prop.evecs[0, :, None]
+        inner_states = prop.gamma * (prop.evecs @ (s[None, :] * phi1(x) * z))
+        inner_integrals = prop.gamma * (
+            prop.evecs @ (s[None, :] ** 2 * exp_divided_difference(x, jnp.zeros_like(x)) * z)
+        )
+        states = jnp.concatenate([jnp.ones_like(s)[None, :], inner_states], axis=0)
+        integrals = jnp.concatenate([s[None, :], inner_integrals], axis=0)
     else:
         bordered = jnp.zeros((k + 1, k + 1), dtype)
         bordered = bordered.at[:k, :k].set(prop.hessenberg)

@@ -66,7 +66,13 @@ def make_process(cfg: _Config, apply):
 def _propagator(cfg: _Config, projection: _Projection) -> KrylovPropagator:
     small, beta, residual_norm, size = projection
     return KrylovPropagator(
-        small, beta, residual_norm, symmetric=cfg.symmetric, skew=cfg.skew, size=size
+        small,
+        beta,
+        residual_norm,
+        symmetric=cfg.symmetric,
+        skew=cfg.skew,
+        bordered=cfg.bordered,
+        size=size,
     )
 
 
@@ -92,15 +98,11 @@ def _stop_at_step(cfg: _Config, tau, tol_rate, clipped):
 
     def stop(small, size, residual_norm):
         def meets(_):
-            prop = KrylovPropagator(
-                small, 1.0, residual_norm, symmetric=cfg.symmetric, skew=cfg.skew, size=size
-            )
+            prop = _propagator(cfg, _Projection(small, 1.0, residual_norm, size))
             coef, err = prop.coefficients(tau)
             index = jnp.arange(small.shape[0])
             inner = (index < size - chunk)[:, None] & (index < size - chunk)[None, :]
-            smaller = KrylovPropagator(
-                jnp.where(inner, small, 0), 1.0, 0.0, symmetric=cfg.symmetric, skew=cfg.skew
-            )
+            smaller = _propagator(cfg, _Projection(jnp.where(inner, small, 0), 1.0, 0.0, None))
             change = jnp.linalg.norm(coef - smaller.exp_times(tau))
             allowed = tol_rate * tau
             return (err <= allowed) & (change <= allowed)

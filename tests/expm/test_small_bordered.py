@@ -154,7 +154,13 @@ def test_stiff_affine_gradient_matches_expm_frechet(checkpoint):
 
     def loss(p):
         y = pdeinv.expm_multiply(
-            matvec, v, p, t, method="affine-lanczos", tol=tol, krylov_dim=20,
+            matvec,
+            v,
+            p,
+            t,
+            method="affine-lanczos",
+            tol=tol,
+            krylov_dim=20,
             checkpoint=checkpoint,
         )
         return jnp.dot(w, y[:n])

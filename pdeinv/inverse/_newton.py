@@ -138,7 +138,8 @@ class NewtonCG:
 class SteihaugResult(NamedTuple):
     """Outcome of :func:`steihaug_cg`.
 
-    ``reason``: ``"converged"`` (relative residual reached), ``"negative_curvature"``,
+    ``reason``: ``"converged"`` (relative residual reached), ``"small_decrease"`` (an
+    iteration lowered the model by at most ``min_decrease``), ``"negative_curvature"``,
     ``"boundary"`` (the step reached the trust radius), ``"max_iter"`` (and, inside
     Newton–CG, ``"failed"``: a product's solve gave up, the step is ``-g``).
     """

@@ -318,9 +318,21 @@ SCHEMA: dict[str, Any] = {
         "max_iter": Option(
             200, "int", "Maximum iterations (Newton steps for newton_cg).", positive=True
         ),
-        "gtol": Option(1e-6, "float", "Stop when the gradient (max-)norm is below.", minimum=0.0),
+        "gtol": Option(
+            1e-6,
+            "float",
+            "Stop when the gradient norm is below (lbfgsb, newton_cg: max-norm of the "
+            "projected gradient; adam: 2-norm).",
+            minimum=0.0,
+        ),
         "ftol": Option(
-            1e-10, "float", "Stop when the relative objective decrease is below.", minimum=0.0
+            1e-10,
+            "float",
+            "Stop when an iteration lowers the objective by less than ftol * max(|f|, 1) "
+            "(lbfgsb: per iteration; newton_cg: per Newton step, and each CG run stops once "
+            "one Hessian-vector product lowers the quadratic model by less; adam: over 20 "
+            "iterations).",
+            minimum=0.0,
         ),
         "learning_rate": Option(0.05, "float", "Adam step size.", positive=True),
         "log_bounds": Option(

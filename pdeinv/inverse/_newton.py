@@ -6,8 +6,9 @@ One Newton step at ``x`` with gradient ``g``:
 1. the *active set* ``A``: variables at a bound whose gradient pushes them out of
    the box (Bertsekas' ε-active set, ε shrinking with the projected gradient);
 2. Steihaug–Toint CG on the reduced system ``H_FF p_F = -g_F`` of the free
-   variables, stopped at the relative residual ``η_k`` (Eisenstat–Walker), on
-   negative curvature, or at the trust radius;
+   variables, stopped at the relative residual ``η_k`` (Eisenstat–Walker), when an
+   iteration lowers the model by at most ``ftol`` (relative to ``f``), on negative
+   curvature, or at the trust radius;
 3. projected backtracking: ``x(α) = P(x + α p)`` until
    ``f(x(α)) <= f(x) + c₁ gᵀ(x(α) - x)``; a trial point that cannot be evaluated
    counts as ``+inf`` and is stepped back from.
@@ -55,12 +56,16 @@ class NewtonCG:
         Converged when the projected gradient max-norm is ``<= gtol`` (as L-BFGS-B).
     ftol
         Converged when ``(f_k - f_{k+1}) / max(|f_k|, |f_{k+1}|, 1) <= ftol`` (as L-BFGS-B).
+        The same test ends each CG run: once one CG iteration (one Hessian–vector
+        product, the counterpart of one L-BFGS-B gradient) lowers the quadratic model by
+        at most ``ftol * max(|f_k|, 1)``, the step is returned (``"small_decrease"``).
     max_cg
         Maximum CG iterations (Hessian–vector products) per Newton step.
     forcing_max
         ``η_max``: the largest relative CG residual accepted (first step uses it).
     forcing_gamma, forcing_exponent
-        Eisenstat–Walker choice 2: ``η_k = γ (‖g_k‖ / ‖g_{k-1}‖)^α``.
+        Eisenstat–Walker choice 2: ``η_k = γ (‖g_k‖ / ‖g_{k-1}‖)^α``, ``g`` the gradient
+        on the free (not actively bounded) variables, the right-hand side of CG.
     armijo
         Sufficient-decrease constant ``c₁`` of the backtracking line search.
     max_backtracks
@@ -133,7 +138,8 @@ class NewtonCG:
 class SteihaugResult(NamedTuple):
     """Outcome of :func:`steihaug_cg`.
 
-    ``reason``: ``"converged"`` (relative residual reached), ``"negative_curvature"``,
+    ``reason``: ``"converged"`` (relative residual reached), ``"small_decrease"`` (an
+    iteration lowered the model by at most ``min_decrease``), ``"negative_curvature"``,
     ``"boundary"`` (the step reached the trust radius), ``"max_iter"`` (and, inside
     Newton–CG, ``"failed"``: a product's solve gave up, the step is ``-g``).
     """
@@ -153,6 +159,7 @@ def steihaug_cg(
     radius: float | None = None,
     precondition=None,
     pairs: list | None = None,
+    min_decrease: float = 0.0,
 ):
     r"""Approximately minimise ``q(p) = gᵀp + ½ pᵀHp`` by Steihaug–Toint CG.
 
@@ -165,6 +172,8 @@ def steihaug_cg(
       the first direction,
     - the next iterate would leave ``‖p‖ <= radius`` (``"boundary"``): the step
       stops on the boundary along the current direction,
+    - an iteration decreased ``q`` by at most ``min_decrease`` (``"small_decrease"``;
+      the step includes that iteration),
     - after ``max_iter`` products (``"max_iter"``).
 
     Parameters
@@ -188,6 +197,9 @@ def steihaug_cg(
     pairs
         A list the products are appended to as ``(d, H d)`` (directions of positive
         curvature), e.g. to precondition the next system (:class:`CurvaturePairs`).
+    min_decrease
+        Stop once one iteration lowers the model ``q`` by at most this much (its
+        decrease ``½ α rᵀM⁻¹r`` is known without a product); ``0``: never.
 
     Returns
     -------
@@ -228,6 +240,8 @@ def steihaug_cg(
         rr_next = float(r @ r)
         if np.sqrt(rr_next) <= rtol * g_norm:
             return SteihaugResult(p, j + 1, "converged", float(np.sqrt(rr_next)))
+        if 0.5 * alpha * rz <= min_decrease:
+            return SteihaugResult(p, j + 1, "small_decrease", float(np.sqrt(rr_next)))
         z = apply_m(r)
         rz_next = float(r @ z)
         d = -z + (rz_next / rz) * d
@@ -361,13 +375,17 @@ def _newton_cg(linearize, x0, dtype, options: NewtonCG, history, counter, stop):
         if np.max(np.abs(projected), initial=0.0) <= options.gtol:
             status, message, iteration = 0, "projected gradient max-norm <= gtol", iteration - 1
             break
-        if previous_norm is not None:
-            eta = _forcing(eta, pg_norm, previous_norm, options)
-        previous_norm = pg_norm
         # Bertsekas' epsilon-active set: at (or within eps of) a bound, pushed outwards.
         eps = min(1e-3, pg_norm)
         active = ((x <= lo + eps) & (grad > 0)) | ((x >= hi - eps) & (grad < 0))
         free = (~active).astype(float)
+        # The forcing term follows the residual of the system CG solves, the gradient
+        # on the free variables (the projected gradient saturates at the box width
+        # where the gradient is large, which would freeze the forcing at its maximum).
+        norm = float(np.linalg.norm(free * grad))
+        if previous_norm is not None:
+            eta = _forcing(eta, norm, previous_norm, options)
+        previous_norm = norm
 
         def reduced(v, free=free):
             return free * product(free * v)
@@ -386,6 +404,7 @@ def _newton_cg(linearize, x0, dtype, options: NewtonCG, history, counter, stop):
             cg = steihaug_cg(
                 reduced, free * grad, rtol=eta, max_iter=options.max_cg, radius=radius,
                 precondition=precondition, pairs=pairs,
+                min_decrease=options.ftol * max(abs(value), 1.0),
             )  # fmt: skip
         except _Interrupted:
             raise

@@ -319,3 +319,61 @@ def test_cli_fit_writes_pde_solves(tmp_path, capsys, method):
     else:
         assert parts["tangent"] > 0 and "cg " in err
         assert history["history_cg_iterations"][1:].min() >= 1
+
+
+def test_steihaug_stops_once_an_iteration_gains_little():
+    # Ill-conditioned SPD system: CG's model decrease per iteration, ½ α rᵀz, falls
+    # below min_decrease long before the tight residual tolerance is met.
+    rng = np.random.default_rng(5)
+    q, _ = np.linalg.qr(rng.standard_normal((60, 60)))
+    h = q @ np.diag(np.logspace(0, 4, 60)) @ q.T
+    g = rng.standard_normal(60)
+
+    def model(p):
+        return float(g @ p + 0.5 * p @ h @ p)
+
+    full = steihaug_cg(quadratic(h), g, rtol=1e-12, max_iter=500)
+    assert full.reason == "converged"
+    tol = 1e-3 * abs(model(full.step))
+    out = steihaug_cg(quadratic(h), g, rtol=1e-12, max_iter=500, min_decrease=tol)
+    assert out.reason == "small_decrease" and out.iterations < full.iterations / 2
+    # It stops at the first iteration that lowered the model by at most tol.
+    values = [model(steihaug_cg(quadratic(h), g, rtol=1e-12, max_iter=k).step)
+              for k in range(1, out.iterations + 1)]  # fmt: skip
+    gains = -np.diff([0.0, *values])
+    assert np.all(gains[:-1] > tol) and 0 <= gains[-1] <= tol * (1 + 1e-9)
+    np.testing.assert_allclose(model(out.step), values[-1], rtol=1e-12)
+
+
+def test_newton_cg_ftol_ends_cg_runs(monkeypatch):
+    # Each CG run gets min_decrease = ftol * max(|f|, 1); with a loose ftol on an
+    # ill-conditioned quadratic some runs end on it, and the fit still converges.
+    from pdeinv.inverse import _newton
+
+    runs = []
+
+    def recording(hvp, g, **kwargs):
+        out = steihaug_cg(hvp, g, **kwargs)
+        runs.append((kwargs["min_decrease"], out.reason))
+        return out
+
+    monkeypatch.setattr(_newton, "steihaug_cg", recording)
+    rng = np.random.default_rng(6)
+    q, _ = np.linalg.qr(rng.standard_normal((40, 40)))
+    h = jnp.asarray(q @ np.diag(np.logspace(0, 4, 40)) @ q.T)
+    target = jnp.asarray(rng.standard_normal(40))
+
+    def objective(x):
+        value = 0.5 * (x - target) @ h @ (x - target) + 1.0
+        return value, value
+
+    seen = []
+    result = minimize(objective, jnp.zeros(40), NewtonCG(ftol=1e-3, gtol=1e-10, max_cg=200),
+                      callback=seen.append)  # fmt: skip
+    assert result.status == 0 and result.fun <= 1.0 + 1e-2  # the minimum is 1
+    values = [row.objective for row in seen]
+    assert [m for m, _ in runs] == pytest.approx([1e-3 * max(abs(v), 1.0) for v in values[:-1]])
+    assert "small_decrease" in [reason for _, reason in runs]
+    runs.clear()
+    minimize(objective, jnp.zeros(40), NewtonCG(ftol=0.0, gtol=1e-10, max_cg=200))
+    assert {m for m, _ in runs} == {0.0} and "small_decrease" not in [r for _, r in runs]

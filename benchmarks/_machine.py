@@ -36,6 +36,26 @@ def best_time(fn, repeats: int) -> float:
     return min(times)
 
 
+def best_times_interleaved(fns, repeats: int) -> list[float]:
+    """Seconds of the fastest of ``repeats`` warm calls of each of ``fns``, taken in turn.
+
+    Round-robin rather than one function after the other: a burst of load on a
+    shared machine then slows every row's worst runs, not one row's best, so the
+    ratios between rows measured in one run hold.
+    """
+    import jax  # here, so that importing this module never initialises JAX early
+
+    for fn in fns:
+        jax.block_until_ready(fn())  # compile / warm up
+    best = [float("inf")] * len(fns)
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            jax.block_until_ready(fn())
+            best[i] = min(best[i], time.perf_counter() - start)
+    return best
+
+
 def machine_line() -> str:
     """CPU, visible cores, load average and the JAX device: one line for a table's header."""
     import jax  # here, so that importing this module never initialises JAX early

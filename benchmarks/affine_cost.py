@@ -13,7 +13,7 @@ affine with the bordered Lanczos process (``affine-lanczos``, what
     python benchmarks/affine_cost.py                 # 64^2 and 128^2
     python benchmarks/affine_cost.py --grids 32      # smoke run
 
-Prints a markdown table (best of --repeats warm runs) and the machine.
+Prints a markdown table (best of --repeats warm runs, the rows timed in turn) and the machine.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ pdeinv.limit_blas_threads()  # see pdeinv/_threads.py
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from _machine import best_time, cpu_name  # noqa: E402
+from _machine import best_times_interleaved, cpu_name  # noqa: E402
 
 from pdeinv import discretize, models  # noqa: E402
 
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
                 ("affine, affine-lanczos", affine, {}),
                 ("affine, arnoldi (augmented)", affine, {"method": "arnoldi"}),
             ]
-            base = None
+            timed = []
             for label, model, extra in rows:
                 options = dict(tol=tol, **extra)
                 params = model.params
@@ -84,11 +84,14 @@ def main(argv=None) -> int:
 
                 fwd = jax.jit(forward)
                 vg = jax.jit(jax.value_and_grad(loss))
-                t_fwd = best_time(lambda fwd=fwd, params=params: fwd(params), args.repeats)
-                t_vg = best_time(lambda vg=vg, params=params: vg(params), args.repeats)
                 matvecs = int(fwd(params)[1].num_matvecs)
-                if base is None:
-                    base = (t_fwd, t_vg)
+                timed.append((label, matvecs, lambda f=fwd, p=params: f(p)))
+                timed.append((label, matvecs, lambda f=vg, p=params: f(p)))
+            seconds = best_times_interleaved([fn for _, _, fn in timed], args.repeats)
+            base = (seconds[0], seconds[1])
+            for r in range(0, len(timed), 2):
+                label, matvecs, _ = timed[r]
+                t_fwd, t_vg = seconds[r], seconds[r + 1]
                 print(
                     f"| {n}x{n} | {tol:g} | {label} | {1e3 * t_fwd:.1f} | {1e3 * t_vg:.1f} | "
                     f"{matvecs} | {t_fwd / base[0]:.2f} | {t_vg / base[1]:.2f} |",

@@ -49,7 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ..krylov._common import params_cotangent, params_cotangent_low_rank
+from ..krylov._common import params_cotangent_low_rank
 from ._config import DEFAULT_CHECKPOINTS, replay_length
 from ._cotangent import _add, _low_rank_cotangent, _singular_pairs
 from ._small import trajectory_basis
@@ -379,7 +379,7 @@ class Trajectory(AbstractCheckpoint):
 
                 def exact(m, basis_b, rebuilt_basis):
                     grad = _low_rank_cotangent(
-                        matvec, params, m, rebuilt_basis[0], basis_b, rank_tol
+                        matvec, 1, params, m, rebuilt_basis[0], basis_b, rank_tol
                     )
                     return grad, rebuilt_basis
 
@@ -437,31 +437,35 @@ def full_basis_side(side: AdjointContext, basis_f, projection_f, replay, side_st
     """:class:`ForwardSide` of a step whose forward Krylov basis ``basis_f`` is at hand.
 
     Each sub-step's cotangent is the sum over the quadrature matrix's leading
-    singular pairs (:func:`~._cotangent._low_rank_cotangent`), except for
-    oscillatory (skew) operators: there the quadrature matrix has nearly full
-    rank (the trajectory rotates through the whole Krylov space: measured on
-    the 64^2 wave, every sub-step above k/2), so each sub-step takes its ``k``
-    VJPs with the rows of ``M V_b``.  (Accumulating ``sum M V_b`` over a step's
-    sub-steps and taking the VJPs once cost more: the ``(k, n)`` block's zero
-    start, sums and while-loop copies outweighed the VJPs, 16 ms against 6 ms
-    per step on the 128^2 wave, now that the adjoint mostly covers a forward
-    step in one sub-step, see :func:`~._config.adjoint_krylov_dim`.)  Chosen per
-    method, not per sub-step: under vmap a data-dependent choice would run both.
+    singular pairs (:func:`~._cotangent._low_rank_cotangent`).  On stiff
+    (diffusive) steps a few pairs remain, each formed from the bases by
+    matrix-vector products.  Oscillatory (skew) steps keep tens of pairs:
+    on the 128^2 wave (``k_f = 60``, ``k_b = 72``) every sub-step's singular
+    values fell to ``1e-2, 1e-4, 1e-6, 1e-8, 1e-12`` of the largest after
+    4, 12, 15, 18, 22 of them, so about 20 pairs pass the cut at tol 1e-6
+    (``tol * _RANK_TOL``) against the 60 VJPs and the full ``(60 x 72) @ (72
+    x n)`` product of ``sum_p d<(M V_b)_p, A V_f e_p>``.  Their vectors are
+    formed ``_SKEW_BLOCK`` pairs at a time (one matrix product per block and
+    basis; one pair at a time, every pair reads both bases, which was slower
+    than the full product).  Value+gradient 0.86x / 0.86x / 0.73x the CPU time
+    of the full form at tol 1e-4 / 1e-6 / 1e-8, same gradient errors
+    (docs/design.md#waves-a-skew-symmetric-form).
     """
     cfg, matvec, params = side.cfg, side.matvec, side.params
     propagator = _propagator(cfg, projection_f)
-    if cfg.skew:
+    block = _SKEW_BLOCK if cfg.skew else 1
 
-        def cotangent(m, basis_b, side_state):
-            return params_cotangent(matvec, params, basis_f, m @ basis_b), side_state
-
-    else:
-
-        def cotangent(m, basis_b, side_state):
-            grad = _low_rank_cotangent(matvec, params, m, basis_f, basis_b, side.rank_tol)
-            return grad, side_state
+    def cotangent(m, basis_b, side_state):
+        grad = _low_rank_cotangent(matvec, block, params, m, basis_f, basis_b, side.rank_tol)
+        return grad, side_state
 
     return ForwardSide(propagator, cotangent, replay, side_state)
+
+
+# Pairs per block of the skew (oscillatory) cotangent sums: see full_basis_side.
+# 8 and 24 (one block for the ~20 pairs of the 128^2 wave) measured alike within
+# the noise; 16 was slower (two blocks); 8 keeps less memory.
+_SKEW_BLOCK = 8
 
 
 def _projection_buffers(count, k, dtype):

@@ -22,8 +22,8 @@ def _add(a, b):
     return jax.tree_util.tree_map(lambda x, y: x if x.dtype == jax.dtypes.float0 else x + y, a, b)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
-def _low_rank_cotangent(matvec, params, m, basis_f, basis_b, rank_tol):
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def _low_rank_cotangent(matvec, block, params, m, basis_f, basis_b, rank_tol):
     """``sum_pq M_pq d<V_b e_q, A V_f e_p>/dparams`` with ``M`` truncated to its numerical rank.
 
     With ``M = U S W^T`` the sum is ``sum_r S_r d<V_b W_r, A V_f U_r>/dparams``.
@@ -39,11 +39,11 @@ def _low_rank_cotangent(matvec, params, m, basis_f, basis_b, rank_tol):
     by its own rule, :func:`_low_rank_cotangent_jvp`.
     """
     left, right, keep = _singular_pairs(m, rank_tol)
-    return params_cotangent_low_rank(matvec, params, left, basis_f, right, basis_b, keep)
+    return params_cotangent_low_rank(matvec, params, left, basis_f, right, basis_b, keep, block)
 
 
 @_low_rank_cotangent.defjvp
-def _low_rank_cotangent_jvp(matvec, primals, tangents):
+def _low_rank_cotangent_jvp(matvec, block, primals, tangents):
     """Tangent of the truncated sum: the pairs' own, plus ``dM`` in full.
 
     Differentiating the truncated factors would miss the part of ``dM`` outside
@@ -57,11 +57,13 @@ def _low_rank_cotangent_jvp(matvec, primals, tangents):
     left, right, keep = _singular_pairs(m, rank_tol)
 
     def with_pairs_fixed(params, basis_f, basis_b):
-        return params_cotangent_low_rank(matvec, params, left, basis_f, right, basis_b, keep)
+        return params_cotangent_low_rank(matvec, params, left, basis_f, right, basis_b, keep, block)
 
     out, dout = jax.jvp(with_pairs_fixed, (params, basis_f, basis_b), (dparams, dbasis_f, dbasis_b))
     dleft, dright, dkeep = _singular_pairs(dm, rank_tol)
-    from_dm = params_cotangent_low_rank(matvec, params, dleft, basis_f, dright, basis_b, dkeep)
+    from_dm = params_cotangent_low_rank(
+        matvec, params, dleft, basis_f, dright, basis_b, dkeep, block
+    )
     return out, _add(dout, from_dm)
 
 

@@ -437,9 +437,10 @@ def expm_multiply(
     sensitivity solve of the block operator ``[[A, dA], [0, A]]`` with its own
     error control (accurate to ``tol``; docs/design.md#forward-mode).
     Second derivatives by forward over reverse (``jax.hessian``, ``jax.jvp``
-    of ``jax.grad``) work for ``"lanczos"`` and ``"skew-lanczos"`` (the
-    adjoint sweep has its own forward-mode rule; checked to ``tol`` against
-    dense second derivatives); other second derivatives and forward mode with
+    of ``jax.grad``) work for ``"lanczos"``, ``"skew-lanczos"`` and
+    ``"affine-lanczos"`` (the adjoint sweep has its own forward-mode rule;
+    checked to ``tol`` against dense second derivatives, and for the affine
+    process against differences of the gradient); other second derivatives and forward mode with
     ``gradient="discrete"`` raise ``NotImplementedError``.
 
     Raises

@@ -43,7 +43,7 @@ def expm_core(cfg: _Config, matvec, v, params, ts, tol):
 def _expm_core_jvp(cfg, matvec, primals, tangents):
     v, params, ts, tol = primals
     dv, dparams, dts, _ = tangents
-    if cfg.symmetric or cfg.skew:
+    if cfg.symmetric or cfg.skew or cfg.bordered:
         ys, stats, recorded = _forward(cfg, matvec, v, params, ts, tol, record=True)
     else:
         ys, stats, recorded = _recorded_forward_first_order(cfg, matvec, v, params, ts, tol)
@@ -56,7 +56,7 @@ def _expm_core_jvp(cfg, matvec, primals, tangents):
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
 def _recorded_forward_first_order(cfg, matvec, v, params, ts, tol):
-    """The recording forward sweep of the Arnoldi methods, refusing a second derivative.
+    """The recording forward sweep of Arnoldi, refusing a second derivative.
 
     Their steps use the small-matrix Padé exponential, which has a reverse rule
     only; without this rule forward mode over the sweep would end in jax's
@@ -69,7 +69,8 @@ def _recorded_forward_first_order(cfg, matvec, v, params, ts, tol):
 def _recorded_forward_first_order_jvp(cfg, matvec, primals, tangents):
     raise NotImplementedError(
         f"expm_multiply: second derivatives (jax.hessian, jax.jvp of jax.grad) are supported "
-        f"for method='lanczos' and method='skew-lanczos', not for method={cfg.method!r} "
+        f"for method='lanczos', 'skew-lanczos' and 'affine-lanczos', not for "
+        f"method={cfg.method!r} "
         "(its small-matrix exponential has a reverse rule only); first derivatives work in "
         "both modes, and Gauss-Newton products need first derivatives only"
     )

@@ -180,3 +180,27 @@ def test_stiff_affine_gradient_matches_expm_frechet(checkpoint):
         da = (dense(np.asarray(p) + e) - dense(np.asarray(p) - e)) / (2 * eps)
         expected[i] = w_aug @ sl.expm_frechet(t * aug, t * da, compute_expm=False) @ v
     assert np.linalg.norm(grad - expected) <= 100 * tol * np.linalg.norm(expected)
+
+
+@pytest.mark.slow
+def test_affine_hessian_vector_product_matches_differences_of_the_gradient():
+    """Forward over reverse through the bordered process: a Taylor test of the gradient."""
+    matvec, _, p, u0 = _stiff_affine(40)
+    n, t = u0.shape[0], 0.08
+    v = np.concatenate([u0, [1.0]])
+    w = np.random.default_rng(3).standard_normal(n)
+
+    def loss(p):
+        y = pdeinv.expm_multiply(matvec, v, p, t, method="affine-lanczos", tol=1e-10, krylov_dim=20)
+        return jnp.dot(w, y[:n]) + 0.5 * jnp.sum(y[:n] ** 2)
+
+    grad = jax.jit(jax.grad(loss))
+    d = jnp.asarray(np.random.default_rng(4).standard_normal(n))
+    hvp = jax.jvp(grad, (p,), (d,))[1]
+    errors = []
+    for eps in (1e-2, 1e-3):
+        difference = (grad(p + eps * d) - grad(p - eps * d)) / (2 * eps)
+        errors.append(float(jnp.linalg.norm(hvp - difference) / jnp.linalg.norm(hvp)))
+    # central differences converge as eps^2 to the true product: the ratio is 100
+    assert 80 < errors[0] / errors[1] < 120
+    assert errors[1] < 1e-5

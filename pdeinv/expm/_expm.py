@@ -201,6 +201,13 @@ def _prepare(
     if method == "affine-lanczos":
         _check_augmented(matvec, v, params)
     k = int(min(krylov_dim, n))
+    if method == "affine-lanczos" and k < 2:
+        # Its first basis vector is the augmented state itself: one vector spans
+        # no step (the projection is 0 and the state would never move).
+        raise ValueError(
+            f"krylov_dim must be >= 2 for method='affine-lanczos' (the first Krylov "
+            f"vector is the augmented state itself), got {krylov_dim!r}"
+        )
     _warn_blas_threads(k)
     policy = policy.plan(
         n=n, k=k, kept=kept, itemsize=v.dtype.itemsize, method=method, gradient=gradient

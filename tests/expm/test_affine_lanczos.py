@@ -70,6 +70,8 @@ def test_operator_with_a_last_row_is_refused():
         pdeinv.expm_multiply(
             lambda x, p: matvec(x, p) + x[-1], np.ones(n + 1), p, 1.0, method="affine-lanczos"
         )
+    with pytest.raises(ValueError, match="krylov_dim must be >= 2"):
+        pdeinv.expm_multiply(matvec, np.ones(n + 1), p, 1.0, method="affine-lanczos", krylov_dim=1)
     with pytest.raises(ValueError, match="not available"):
         pdeinv.expm_multiply(
             matvec, np.ones(n + 1), p, 1.0, method="affine-lanczos", reorthogonalize=True

@@ -77,7 +77,10 @@ def _bordered(k, size, rng):
     return h
 
 
-@pytest.mark.parametrize("size", [12, 7, 2, 1])
+@pytest.mark.parametrize(
+    "size",
+    [12, 1, pytest.param(7, marks=pytest.mark.slow), pytest.param(2, marks=pytest.mark.slow)],
+)
 def test_bordered_propagator_matches_the_general_path(size):
     rng = np.random.default_rng(size)
     k = 12
@@ -145,7 +148,9 @@ def _stiff_affine(n=80):
     return pdeinv.augment_affine(matvec, source), dense, p, np.exp(-40 * (x - 0.6) ** 2)
 
 
-@pytest.mark.parametrize("checkpoint", ["trajectory", "states"])
+@pytest.mark.parametrize(
+    "checkpoint", ["trajectory", pytest.param("states", marks=pytest.mark.slow)]
+)
 def test_stiff_affine_gradient_matches_expm_frechet(checkpoint):
     matvec, dense, p, u0 = _stiff_affine()
     n, t, tol = u0.shape[0], 0.08, 1e-8

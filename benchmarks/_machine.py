@@ -25,15 +25,7 @@ def best_time(fn, repeats: int) -> float:
     Best of, not median: the machines these run on are often shared, and the
     fastest run is the least disturbed measurement of the same work.
     """
-    import jax  # here, so that importing this module never initialises JAX early
-
-    jax.block_until_ready(fn())  # compile / warm up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return min(times)
+    return best_times_interleaved([fn], repeats)[0]
 
 
 def best_times_interleaved(fns, repeats: int) -> list[float]:

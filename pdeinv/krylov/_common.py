@@ -170,44 +170,27 @@ def _add_lists(total, more):
 
 
 def params_cotangent(matvec: Callable, params: Any, basis_rows: Array, lam_rows: Array):
-    """sum_j d/dparams <lam_j, A(params) q_j>, VJPs of matvec batched over the basis.
+    """sum_j d/dparams <lam_j, A(params) q_j>, one VJP of matvec per row.
 
-    The batch is processed in chunks of at most ``_PARAMS_CHUNK`` vectors (a
-    ``lax.scan`` over chunks; one vector at a time, as measured below): one VJP
-    over all k vectors at once would hold k copies of every intermediate of
-    matvec, which for k = 80 outweighs the basis itself, and batched VJPs cost
-    more per vector on XLA:CPU.
+    A ``lax.scan`` over the rows of the ``(k, n)`` blocks, one vector at a time
+    (see ``_COUNT_CHUNK``): one VJP over all k vectors at once would hold k
+    copies of every intermediate of matvec, which for k = 80 outweighs the basis
+    itself, and batched VJPs cost more per vector on XLA:CPU.  The rows are read
+    straight from the blocks (reshaped to ``(k, 1, n)`` they were copied into a
+    new layout before the loop: two ``(k, n)`` copies per call, ~5 ms on the
+    128^2 wave, k = 60).
     """
     vjp = _FloatLeafVJP(matvec, params)
-    k = basis_rows.shape[0]
-    chunk = max(d for d in range(1, min(k, _PARAMS_CHUNK) + 1) if k % d == 0)
-    if chunk == k:
-        return vjp.tree(vjp(basis_rows, lam_rows))
-    if chunk == 1:
-        # One row per scan step, straight from the (k, n) blocks: reshaped to
-        # (k, 1, n) they were copied into a new layout before the loop (two
-        # (k, n) copies per call, ~5 ms on the 128^2 wave, k = 60).
-
-        def accumulate_one(total, xs):
-            # Materialised first, as below.
-            xs = jax.lax.optimization_barrier(xs)
-            return _add_lists(total, vjp.single(*xs)), None
-
-        float_bars, _ = jax.lax.scan(accumulate_one, vjp.zero(), (basis_rows, lam_rows))
-        return vjp.tree(float_bars)
-    shape = (k // chunk, chunk, basis_rows.shape[1])
 
     def accumulate(total, xs):
-        # Materialise this chunk's rows first: fed straight from the scan's
-        # dynamic slice, XLA:CPU fuses the slicing into the matvec's stencil
-        # loops, which then run unvectorised (128^2 wave, 60 rows: 40 ms
-        # against 10 ms, one core).
+        # Materialise this row first: fed straight from the scan's dynamic
+        # slice, XLA:CPU fuses the slicing into the matvec's stencil loops,
+        # which then run unvectorised (128^2 wave, 60 rows: 40 ms against
+        # 10 ms, one core).
         xs = jax.lax.optimization_barrier(xs)
-        return _add_lists(total, vjp(*xs)), None
+        return _add_lists(total, vjp.single(*xs)), None
 
-    float_bars, _ = jax.lax.scan(
-        accumulate, vjp.zero(), (basis_rows.reshape(shape), lam_rows.reshape(shape))
-    )
+    float_bars, _ = jax.lax.scan(accumulate, vjp.zero(), (basis_rows, lam_rows))
     return vjp.tree(float_bars)
 
 
@@ -268,13 +251,13 @@ def params_cotangent_low_rank(
     return vjp.tree(float_bars)
 
 
-# Vectors per VJP of matvec in the cotangent sums: one at a time.  A VJP of a
+# Vectors per VJP of matvec in the low-rank cotangent sums (params_cotangent
+# takes one row at a time too): one at a time.  A VJP of a
 # stencil matvec batched over several vectors costs more per vector than single
 # ones on XLA:CPU (its batch reductions): measured with k = 30 pairs on the
 # 128^2 wave's velocity-stress operator, 6.4 ms one at a time against 24-26 ms
 # in chunks of 5-15 and 43 ms all at once; even at 32^2 and 64^2; on 128^2
 # heat, 1 pair 53 us, 2 pairs 200 us, 4 pairs 257 us.
-_PARAMS_CHUNK = 1
 _COUNT_CHUNK = 1
 
 

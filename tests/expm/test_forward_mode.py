@@ -59,6 +59,49 @@ def test_tangent_matches_expm_frechet_at_several_times(matvec, method, stiffness
         assert rel(dys[i], ref[i]) <= 100 * tol, (i, rel(dys[i], ref[i]))
 
 
+@pytest.mark.parametrize("stiffness", [1e3, pytest.param(1e4, marks=pytest.mark.slow)])
+def test_tangent_of_a_larger_stiff_problem_matches_expm_frechet(stiffness):
+    """n = 200 > krylov_dim: the block solve's incomplete orthogonalisation is exercised."""
+    n, tol = 200, 1e-8
+    params, v = diffusion_problem(n, stiffness, seed=21)
+    dparams, dv = direction(params, 22), jnp.asarray(np.random.default_rng(23).standard_normal(n))
+    ts = jnp.asarray([0.02, 1.0])
+
+    def f(v, p):
+        return expm_multiply(diffusion_matvec, v, p, ts, tol=tol, method="lanczos")
+
+    _, dys = jax.jvp(f, (v, params), (dv, dparams))
+    ref = dense_tangent(diffusion_matvec, params, v, ts, dv, dparams)
+    for i in range(len(ts)):
+        assert rel(dys[i], ref[i]) <= 100 * tol, (i, rel(dys[i], ref[i]))
+
+
+def test_tangent_of_an_affine_symmetric_problem_matches_expm_frechet():
+    """affine-lanczos: the tangent of the bordered operator against the dense one."""
+    from test_affine_lanczos import _operator
+
+    n, tol = 120, 1e-8
+    matvec, dense, p = _operator(n, seed=4)
+    rng = np.random.default_rng(5)
+    v = jnp.asarray(np.concatenate([rng.standard_normal(n), [1.0]]))
+    dp = jnp.asarray(rng.standard_normal(n))
+    dv = jnp.asarray(np.concatenate([rng.standard_normal(n), [0.0]]))
+    t = 2.0
+
+    def f(v, p):
+        return expm_multiply(matvec, v, p, t, tol=tol, method="affine-lanczos")
+
+    _, dy = jax.jvp(f, (v, p), (dv, dp))
+    eps = 1e-6
+    da = (dense(np.asarray(p) + eps * np.asarray(dp)) - dense(np.asarray(p) - eps * np.asarray(dp)))
+    da /= 2 * eps
+    aug = dense(p)
+    ref = scipy.linalg.expm(t * aug) @ np.asarray(dv) + scipy.linalg.expm_frechet(
+        t * aug, t * da, compute_expm=False
+    ) @ np.asarray(v)
+    assert rel(dy, ref) <= 100 * tol + 1e-9, rel(dy, ref)
+
+
 @pytest.mark.slow  # ~40 s; the dot-product test checks forward against reverse by default
 def test_jacfwd_equals_dense_jacobian_and_jacrev():
     n, tol = 16, 1e-9

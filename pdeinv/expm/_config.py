@@ -72,6 +72,10 @@ class _Config:
     # Largest Krylov dimension of the adjoint's processes; 0: ``krylov_dim``
     # (see :func:`adjoint_krylov_dim`).
     adjoint_krylov_dim: int = 0
+    # Arnoldi orthogonalises against the last ``window`` basis vectors only
+    # (incomplete orthogonalisation), 0: against all.  Set for the tangent's
+    # block operator only (see _rules._sensitivity_config).
+    window: int = 0
 
     def for_batch(self, size: int) -> _Config:
         """This configuration for one of ``size`` solves batched by ``vmap`` (see _checkpoint)."""

@@ -110,17 +110,32 @@ class _SensitivityMatvec:
 
 
 def _sensitivity_config(cfg: _Config) -> _Config:
-    """Integrator settings of the block operator: not symmetric, so Arnoldi."""
+    """Integrator settings of the block operator ``[[A, dA], [0, A]]``: Arnoldi.
+
+    The block operator is not normal, so its projection is a full Hessenberg
+    matrix in general.  For a symmetric or skew-symmetric ``A`` (``dA`` of the
+    same kind), and for the bordered affine one, each Krylov vector needs
+    orthogonalising against the previous two only (``window``, see
+    :func:`~pdeinv.krylov._arnoldi.arnoldi_process`): as accurate as full
+    CGS2 (docs/design.md#forward-mode) at the cost of a three-term recurrence.
+    """
+    short = cfg.symmetric or cfg.skew or cfg.bordered
     return _Config(
         method="arnoldi",
         krylov_dim=cfg.krylov_dim,
         max_steps=cfg.max_steps,
         gradient="two-sided",
-        reorthogonalize=True,
+        reorthogonalize=not short,
         checkpoint=States(),
         checkpoints=cfg.checkpoints,
         batching=cfg.batching,
+        window=_TANGENT_WINDOW if short else 0,
     )
+
+
+# Basis vectors the tangent's block process orthogonalises against when ``A`` is
+# symmetric, skew or bordered (see _sensitivity_config).
+_TANGENT_WINDOW = 2
 
 
 def _tangent_two_sided(cfg, matvec, residuals, linear):

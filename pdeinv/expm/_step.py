@@ -60,7 +60,7 @@ def make_process(cfg: _Config, apply):
         return lanczos_process(apply, reorthogonalize=cfg.reorthogonalize)
     if cfg.method == "affine-lanczos":
         return bordered_lanczos_process(apply)
-    return arnoldi_process(apply, reorthogonalize=cfg.reorthogonalize)
+    return arnoldi_process(apply, reorthogonalize=cfg.reorthogonalize, window=cfg.window)
 
 
 def _propagator(cfg: _Config, projection: _Projection) -> KrylovPropagator:

@@ -20,12 +20,15 @@ from ._engine import (
     iterate,
     leading,
     start_cotangent,
+    windowed_gram_schmidt,
 )
 
 __all__ = ["arnoldi", "arnoldi_adjoint", "arnoldi_iteration", "arnoldi_process"]
 
 
-def arnoldi_process(apply: Callable[[Array], Array], *, reorthogonalize: bool = True) -> Process:
+def arnoldi_process(
+    apply: Callable[[Array], Array], *, reorthogonalize: bool = True, window: int = 0
+) -> Process:
     """Arnoldi on a closure ``apply(v) = A v``, for :func:`~pdeinv.krylov._engine.iterate`.
 
     Orthogonalisation is classical Gram--Schmidt written as two matrix-vector
@@ -35,6 +38,16 @@ def arnoldi_process(apply: Callable[[Array], Array], *, reorthogonalize: bool = 
     hold ``q_0..q_j`` (for ``n >= 8192``), so it costs ``O(n (j + b))`` with
     ``b`` about ``max(8, k / 8)`` rather than ``O(n k)``
     (:func:`~pdeinv.krylov._engine.gram_schmidt`).
+
+    ``window > 0`` gives the *incomplete* process: each new direction is
+    orthogonalised against the last ``window`` basis vectors only, ``H`` is
+    banded (``window - 1`` entries above the diagonal) and a step costs
+    ``O(n window)`` like a short recurrence.  ``A Q = Q H + r e_k^T`` still
+    holds to rounding, so the integrator's residual error estimate stays
+    valid; the basis is orthonormal only locally.  The integrator uses
+    ``window = 2`` for the tangent's block operator of a symmetric, skew or
+    bordered operator (``pdeinv.expm._rules._sensitivity_config``); for a
+    general nonnormal operator the basis can lose rank and convergence slows.
 
     A happy breakdown (new direction below ``100 eps max_j ||A q_j||``) stops the
     process exactly: later rows of the basis, entries of ``H`` and the residual
@@ -67,7 +80,10 @@ def arnoldi_process(apply: Callable[[Array], Array], *, reorthogonalize: bool = 
         q = basis[j]
         w = apply(q)
         scale = jnp.maximum(scale, safe_norm(w))
-        h, w = gram_schmidt(basis, w, j, reorthogonalize, block_size(n, k))
+        if window:
+            h, w = windowed_gram_schmidt(basis, w, j, reorthogonalize, min(window, k))
+        else:
+            h, w = gram_schmidt(basis, w, j, reorthogonalize, block_size(n, k))
         norm_w = safe_norm(w)
         broke = norm_w <= breakdown_tolerance(scale, dtype)
         num_steps = num_steps + active.astype(num_steps.dtype)

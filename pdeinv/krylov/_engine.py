@@ -25,7 +25,14 @@ from jaxtyping import Array, Float, Int
 
 from ._common import check_krylov_dim, prepare, transpose_matvec
 
-__all__ = ["KrylovDecomposition", "Process", "gram_schmidt", "iterate", "iterate_until"]
+__all__ = [
+    "KrylovDecomposition",
+    "Process",
+    "gram_schmidt",
+    "iterate",
+    "iterate_until",
+    "windowed_gram_schmidt",
+]
 
 
 class KrylovDecomposition(NamedTuple):
@@ -225,6 +232,27 @@ def gram_schmidt(basis, w, j, reorthogonalize, block):
         return sweeps(k)(basis, w)
     branches = [sweeps(min(m, k)) for m in range(block, k + block, block)]
     return lax.switch(j // block, branches, basis, w)
+
+
+def windowed_gram_schmidt(basis, w, j, reorthogonalize, window):
+    """Classical Gram--Schmidt of ``w`` against the last ``window`` rows up to row ``j``.
+
+    One ``(window, n)`` slice of ``basis`` starting at ``max(0, j - window + 1)``,
+    clamped into the basis (rows past ``j`` are zero and contribute nothing),
+    and no ``lax.switch``: the cost is ``O(n window)`` whatever ``j`` is.
+    Returns ``(coefficients (k,), orthogonalised w)`` like :func:`gram_schmidt`,
+    zero outside the window.
+    """
+    k = basis.shape[0]
+    start = jnp.clip(j - window + 1, 0, k - window)
+    q = lax.dynamic_slice_in_dim(basis, start, window, 0)
+    h = q @ w
+    w = w - h @ q
+    if reorthogonalize:
+        h2 = q @ w
+        w = w - h2 @ q
+        h = h + h2
+    return lax.dynamic_update_slice_in_dim(jnp.zeros((k,), w.dtype), h, start, 0), w
 
 
 # --- reverse mode -----------------------------------------------------------------------

@@ -219,3 +219,35 @@ def test_blocked_orthogonalisation_matches_full(monkeypatch, kind, reorth):
     assert size == 18
     np.testing.assert_allclose(np.asarray(dec.small)[:18, :18], full[1][:18, :18], atol=1e-12)
     np.testing.assert_allclose(np.asarray(dec.basis)[:18].T, full[0][:, :18], atol=1e-12)
+
+
+@pytest.mark.parametrize("reorth", [False, True])
+def test_incomplete_arnoldi_keeps_the_relation_with_a_banded_projection(reorth):
+    """``window=2``: A Q = Q H + r e_k^T to rounding, H tridiagonal, Q locally orthonormal."""
+    m, k = 30, 20
+    rng = np.random.default_rng(7)
+    s, e = rng.standard_normal((2, m, m))
+    s, e = s + s.T, e + e.T
+    # The tangent's block operator [[S, E], [0, S]] of a symmetric S and E.
+    a = np.block([[s, e], [np.zeros_like(s), s]])
+    v = rng.standard_normal(2 * m)
+    process = arnoldi_process(lambda x: jnp.asarray(a) @ x, reorthogonalize=reorth, window=2)
+    dec, _ = jax.jit(lambda v: _engine.iterate(process, v, k))(jnp.asarray(v))
+    q, h, r = np.asarray(dec.basis).T, np.asarray(dec.small), np.asarray(dec.residual)
+    assert int(dec.num_steps) == k
+    assert np.linalg.norm(a @ q - q @ h - np.outer(r, np.eye(k)[-1])) < 1e-12 * np.linalg.norm(a)
+    assert np.all(np.triu(h, 2) == 0) and np.all(np.tril(h, -2) == 0)
+    gram = q.T @ q
+    np.testing.assert_allclose(np.diag(gram), 1.0, rtol=1e-13)
+    assert np.abs(np.diag(gram, 1)).max() < 1e-13
+    assert abs(q[:, -1] @ r) < 1e-12 * np.linalg.norm(a)
+
+
+def test_incomplete_arnoldi_with_a_window_of_k_is_full_arnoldi():
+    a, v = _problem(30, symmetric=False, seed=3)
+    k = 12
+    full = _run("arnoldi", a, v, k, True)
+    process = arnoldi_process(lambda x: jnp.asarray(a) @ x, reorthogonalize=True, window=k)
+    dec, _ = jax.jit(lambda v: _engine.iterate(process, v, k))(jnp.asarray(v))
+    np.testing.assert_allclose(np.asarray(dec.small), full[1], atol=1e-12)
+    np.testing.assert_allclose(np.asarray(dec.basis).T, full[0], atol=1e-12)

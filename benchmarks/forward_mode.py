@@ -11,7 +11,8 @@ tol 1e-12.
     python benchmarks/forward_mode.py                 # 64^2
     python benchmarks/forward_mode.py --grids 32      # smoke run
 
-Prints a markdown table (best of --repeats warm runs) and the machine.
+Prints a markdown table (best of --repeats warm runs, the three functions of a row timed
+in turn) and the machine.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ pdeinv.limit_blas_threads()  # see pdeinv/_threads.py
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from _machine import best_time, cpu_name  # noqa: E402
+from _machine import best_times_interleaved, cpu_name  # noqa: E402
 
 from pdeinv import discretize, models  # noqa: E402
 
@@ -82,9 +83,10 @@ def main(argv=None) -> int:
                     ref_tangent = tangent
                     continue
                 error = np.linalg.norm(tangent - ref_tangent) / np.linalg.norm(ref_tangent)
-                t_fwd = best_time(lambda fwd=fwd, p=params: fwd(p), args.repeats)
-                t_jvp = best_time(lambda jvp=jvp, p=params: jvp(p), args.repeats)
-                t_vg = best_time(lambda vg=vg, p=params: vg(p), args.repeats)
+                # Timed in turn, so that a burst of load cannot favour one of them.
+                t_fwd, t_jvp, t_vg = best_times_interleaved(
+                    [lambda f=f, p=params: f(p) for f in (fwd, jvp, vg)], args.repeats
+                )
                 print(
                     f"| {label} | {n}x{n} | {tol:g} | {1e3 * t_fwd:.1f} | {1e3 * t_jvp:.1f} | "
                     f"{1e3 * t_vg:.1f} | {t_jvp / t_fwd:.2f} | {t_vg / t_fwd:.2f} | {error:.1e} |",

@@ -93,7 +93,7 @@ def test_tangent_of_an_affine_symmetric_problem_matches_expm_frechet():
 
     _, dy = jax.jvp(f, (v, p), (dv, dp))
     eps = 1e-6
-    da = (dense(np.asarray(p) + eps * np.asarray(dp)) - dense(np.asarray(p) - eps * np.asarray(dp)))
+    da = dense(np.asarray(p) + eps * np.asarray(dp)) - dense(np.asarray(p) - eps * np.asarray(dp))
     da /= 2 * eps
     aug = dense(p)
     ref = scipy.linalg.expm(t * aug) @ np.asarray(dv) + scipy.linalg.expm_frechet(

@@ -216,14 +216,7 @@ def gram_schmidt(basis, w, j, reorthogonalize, block):
 
     def sweeps(m):
         def project(basis, w):
-            q = basis[:m]
-            h = q @ w
-            # vector @ matrix, not matrix.T @ vector: XLA:CPU runs the latter ~3x slower.
-            w = w - h @ q
-            if reorthogonalize:
-                h2 = q @ w
-                w = w - h2 @ q
-                h = h + h2
+            h, w = _project_out(basis[:m], w, reorthogonalize)
             return (h if m == k else jnp.zeros((k,), w.dtype).at[:m].set(h)), w
 
         return project
@@ -245,14 +238,21 @@ def windowed_gram_schmidt(basis, w, j, reorthogonalize, window):
     """
     k = basis.shape[0]
     start = jnp.clip(j - window + 1, 0, k - window)
-    q = lax.dynamic_slice_in_dim(basis, start, window, 0)
+    h, w = _project_out(lax.dynamic_slice_in_dim(basis, start, window, 0), w, reorthogonalize)
+    return lax.dynamic_update_slice_in_dim(jnp.zeros((k,), w.dtype), h, start, 0), w
+
+
+def _project_out(q, w, reorthogonalize):
+    """``(q w, w - q^T q w)``: one classical Gram--Schmidt sweep against the rows of
+    ``q``, two when ``reorthogonalize`` (coefficients summed)."""
     h = q @ w
+    # vector @ matrix, not matrix.T @ vector: XLA:CPU runs the latter ~3x slower.
     w = w - h @ q
     if reorthogonalize:
         h2 = q @ w
         w = w - h2 @ q
         h = h + h2
-    return lax.dynamic_update_slice_in_dim(jnp.zeros((k,), w.dtype), h, start, 0), w
+    return h, w
 
 
 # --- reverse mode -----------------------------------------------------------------------

@@ -92,14 +92,14 @@ def test_tangent_of_an_affine_symmetric_problem_matches_expm_frechet():
         return expm_multiply(matvec, v, p, t, tol=tol, method="affine-lanczos")
 
     _, dy = jax.jvp(f, (v, p), (dv, dp))
-    eps = 1e-6
+    eps = 1e-6  # central difference of the dense operator: error ~1e-10, far below 100 tol
     da = dense(np.asarray(p) + eps * np.asarray(dp)) - dense(np.asarray(p) - eps * np.asarray(dp))
     da /= 2 * eps
     aug = dense(p)
     ref = scipy.linalg.expm(t * aug) @ np.asarray(dv) + scipy.linalg.expm_frechet(
         t * aug, t * da, compute_expm=False
     ) @ np.asarray(v)
-    assert rel(dy, ref) <= 100 * tol + 1e-9, rel(dy, ref)
+    assert rel(dy, ref) <= 100 * tol, rel(dy, ref)
 
 
 @pytest.mark.slow  # ~40 s; the dot-product test checks forward against reverse by default

@@ -109,7 +109,7 @@ class _SensitivityMatvec:
         return jnp.concatenate([self.matvec(x, params) + inv_alpha * daw, aw])
 
 
-def _sensitivity_config(cfg: _Config) -> _Config:
+def _sensitivity_config(cfg: _Config, n: int) -> _Config:
     """Integrator settings of the block operator ``[[A, dA], [0, A]]``: Arnoldi.
 
     The block operator is not normal, so its projection is a full Hessenberg
@@ -118,11 +118,15 @@ def _sensitivity_config(cfg: _Config) -> _Config:
     orthogonalising against the previous two only (``window``, see
     :func:`~pdeinv.krylov._arnoldi.arnoldi_process`): as accurate as full
     CGS2 (docs/design.md#forward-mode) at the cost of a three-term recurrence.
+
+    The Krylov dimension is the forward solve's, except where that was capped at
+    the state's size ``n``: the block state has ``2 n`` entries, and a dimension
+    of ``n`` can leave a stiff block solve unable to take a step at all.
     """
     short = cfg.symmetric or cfg.skew or cfg.bordered
     return _Config(
         method="arnoldi",
-        krylov_dim=cfg.krylov_dim,
+        krylov_dim=2 * n if cfg.krylov_dim >= n else cfg.krylov_dim,
         max_steps=cfg.max_steps,
         gradient="two-sided",
         reorthogonalize=not short,
@@ -155,7 +159,9 @@ def _tangent_two_sided(cfg, matvec, residuals, linear):
     alpha = jnp.where((v_norm > 0) & (scale > 0), scale / jnp.where(v_norm > 0, v_norm, 1), 1.0)
     block = _SensitivityMatvec(matvec)
     z0 = jnp.concatenate([dv, alpha * v])
-    zs, _ = expm_core(_sensitivity_config(cfg), block, z0, (params, dparams, 1.0 / alpha), ts, tol)
+    zs, _ = expm_core(
+        _sensitivity_config(cfg, v.shape[0]), block, z0, (params, dparams, 1.0 / alpha), ts, tol
+    )
     return zs[:, : v.shape[0]] + _time_tangent(matvec, params, ys, dts)
 
 

@@ -76,6 +76,24 @@ def test_tangent_of_a_larger_stiff_problem_matches_expm_frechet(stiffness):
         assert rel(dys[i], ref[i]) <= 100 * tol, (i, rel(dys[i], ref[i]))
 
 
+@pytest.mark.parametrize("n", [2, 3])
+def test_tangent_of_a_tiny_stiff_problem_matches_expm_frechet(n):
+    """n below krylov_dim: the forward solve's dimension is capped at n, the block's at 2n.
+
+    With the block solve capped at n as well, it could not take a step and ran out of
+    max_steps (a regression test).
+    """
+    params, v = diffusion_problem(n, 1e3, seed=1)
+    dparams, tol = direction(params, 2), 1e-8
+
+    def f(p):
+        return expm_multiply(diffusion_matvec, v, p, 1.0, tol=tol, method="lanczos")
+
+    _, dy = jax.jvp(f, (params,), (dparams,))
+    ref = dense_tangent(diffusion_matvec, params, v, 1.0, jnp.zeros(n), dparams)[0]
+    assert rel(dy, ref) <= 100 * tol, rel(dy, ref)
+
+
 def test_tangent_of_an_affine_symmetric_problem_matches_expm_frechet():
     """affine-lanczos: the tangent of the bordered operator against the dense one."""
     from test_affine_lanczos import _operator

@@ -119,14 +119,24 @@ def _sensitivity_config(cfg: _Config, n: int) -> _Config:
     :func:`~pdeinv.krylov._arnoldi.arnoldi_process`): as accurate as full
     CGS2 (docs/design.md#forward-mode) at the cost of a three-term recurrence.
 
-    The Krylov dimension is the forward solve's, except where that was capped at
-    the state's size ``n``: the block state has ``2 n`` entries, and a dimension
-    of ``n`` can leave a stiff block solve unable to take a step at all.
+    The windowed process also gets twice the forward solve's Krylov dimension
+    (at most ``2 n``, the block state's size): its steps cost ``O(n)`` each
+    rather than ``O(n j)``, and a stiff step grows faster than linearly with the
+    dimension.  Measured with ``jax.jvp`` against the forward dimension (64^2 and
+    128^2, tol 1e-8): heat 4-5 % faster, the wave 9-16 % faster and, on the
+    128^2 wave, a tangent error of 1.3e-7 instead of 1.1e-6.  The block basis
+    then holds ``4 n krylov_dim`` numbers.  Arnoldi with CGS2 keeps the forward
+    dimension, except where that was capped at ``n``: a dimension of ``n`` on the
+    ``2 n`` block state can leave a stiff block solve unable to take a step.
     """
     short = cfg.symmetric or cfg.skew or cfg.bordered
+    if short:
+        krylov_dim = min(2 * n, _TANGENT_DIM_FACTOR * cfg.krylov_dim)
+    else:
+        krylov_dim = 2 * n if cfg.krylov_dim >= n else cfg.krylov_dim
     return _Config(
         method="arnoldi",
-        krylov_dim=2 * n if cfg.krylov_dim >= n else cfg.krylov_dim,
+        krylov_dim=krylov_dim,
         max_steps=cfg.max_steps,
         gradient="two-sided",
         reorthogonalize=not short,
@@ -138,8 +148,10 @@ def _sensitivity_config(cfg: _Config, n: int) -> _Config:
 
 
 # Basis vectors the tangent's block process orthogonalises against when ``A`` is
-# symmetric, skew or bordered (see _sensitivity_config).
+# symmetric, skew or bordered, and its Krylov dimension over the forward solve's
+# (see _sensitivity_config).
 _TANGENT_WINDOW = 2
+_TANGENT_DIM_FACTOR = 2
 
 
 def _tangent_two_sided(cfg, matvec, residuals, linear):

@@ -119,18 +119,19 @@ def _sensitivity_config(cfg: _Config, n: int) -> _Config:
     :func:`~pdeinv.krylov._arnoldi.arnoldi_process`): as accurate as full
     CGS2 (docs/design.md#forward-mode) at the cost of a three-term recurrence.
 
-    The windowed process also gets twice the forward solve's Krylov dimension
-    (at most ``2 n``, the block state's size): its steps cost ``O(n)`` each
-    rather than ``O(n j)``, and a stiff step grows faster than linearly with the
-    dimension.  Measured with ``jax.jvp`` against the forward dimension (64^2 and
-    128^2, tol 1e-8): heat 4-5 % faster, the wave 9-16 % faster and, on the
-    128^2 wave, a tangent error of 1.3e-7 instead of 1.1e-6.  The block basis
-    then holds ``4 n krylov_dim`` numbers.  Arnoldi with CGS2 keeps the forward
-    dimension, except where that was capped at ``n``: a dimension of ``n`` on the
-    ``2 n`` block state can leave a stiff block solve unable to take a step.
+    For a skew (oscillatory) ``A`` the windowed process also gets twice the
+    forward solve's Krylov dimension (at most ``2 n``, the block state's size):
+    measured with ``jax.jvp`` on the wave against the forward dimension (tol
+    1e-8), 9 % (64^2) and 16 % (128^2) faster and, at 128^2, a tangent error of
+    1.3e-7 instead of 1.1e-6 (114 tol).  The block basis then holds
+    ``4 n krylov_dim`` numbers.  For heat it bought 4-5 % at 64^2 and 128^2 but
+    cost 30 % at 32^2 (Newton--CG on examples/heat.yaml), so the other
+    operators keep the forward dimension, except where that was capped at
+    ``n``: a dimension of ``n`` on the ``2 n`` block state can leave a stiff
+    block solve unable to take a step.
     """
     short = cfg.symmetric or cfg.skew or cfg.bordered
-    if short:
+    if cfg.skew:
         krylov_dim = min(2 * n, _TANGENT_DIM_FACTOR * cfg.krylov_dim)
     else:
         krylov_dim = 2 * n if cfg.krylov_dim >= n else cfg.krylov_dim
@@ -149,7 +150,7 @@ def _sensitivity_config(cfg: _Config, n: int) -> _Config:
 
 # Basis vectors the tangent's block process orthogonalises against when ``A`` is
 # symmetric, skew or bordered, and its Krylov dimension over the forward solve's
-# (see _sensitivity_config).
+# when ``A`` is skew (see _sensitivity_config).
 _TANGENT_WINDOW = 2
 _TANGENT_DIM_FACTOR = 2
 

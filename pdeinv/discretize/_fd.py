@@ -646,7 +646,7 @@ def padded_face_gradient(space, bc="neumann", *, mean: str = "harmonic") -> Padd
             for b in range(g.dim):
                 if b != a:
                     other *= mask.max(axis=tuple(c for c in range(g.dim) if c != b), keepdims=True)
-            out.append(w * other)
+            out.append(w * jnp.asarray(other, w.dtype))  # numpy float64 would promote
         return jnp.stack(out)
 
     return PaddedFaceGradient(

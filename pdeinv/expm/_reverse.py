@@ -17,12 +17,13 @@ import jax.numpy as jnp
 from jax import lax
 
 from ..krylov._common import transpose_matvec
+from ..krylov._skew import skewness_tolerance
 from ._checkpoint import AdjointContext, reverse_states
 from ._config import _RANK_TOL, _Config
 from ._cotangent import _add
 from ._forward import _ForwardRecord
 from ._small import two_sided_block
-from ._step import _apply, _decompose, _largest_step, _propagator, _stop_at_step
+from ._step import _apply, _decompose_checked, _largest_step, _propagator, _stop_at_step
 
 
 class _BackwardCarry(NamedTuple):
@@ -33,6 +34,7 @@ class _BackwardCarry(NamedTuple):
     grad: Any  # parameter gradient accumulated so far (pytree like params)
     sigma_suggest: Any  # step size the adjoint's controller suggests next
     failed: Any  # no sub-step met the tolerance
+    skewness: Any  # largest skewness the adjoint's skew processes measured (0 for others)
     replay: Any  # replayed states (see _checkpoint.reverse_states)
 
 
@@ -44,6 +46,7 @@ class _SubStep(NamedTuple):
     grad: Any
     sigma_suggest: Any
     failed: Any
+    skewness: Any
     step_state: Any  # the forward side's own state (see _checkpoint.ForwardSide)
 
 
@@ -92,6 +95,7 @@ def _backward_two_sided(
         jax.tree_util.tree_map(jnp.zeros_like, params),
         jnp.asarray(jnp.inf, dtype),
         jnp.zeros((), bool),
+        jnp.zeros((), dtype),
         replay0,
     )
     for lower, forward_side, side_state in cfg.checkpoint.backward_passes(side, recorded):
@@ -101,6 +105,17 @@ def _backward_two_sided(
         carry.failed,
         "expm_multiply: the backward (adjoint) sweep found no step size meeting the tolerance",
     )
+    if cfg.skew:
+        # The forward sweep checked skewness on the Krylov vectors of the state
+        # only; an operator that is skew there but not where the cotangent lives
+        # would make A^T = -A wrong silently.
+        lam = eqx.error_if(
+            lam,
+            carry.skewness > skewness_tolerance(dtype),
+            "expm_multiply: method='skew-lanczos' needs a skew-symmetric operator "
+            "(A^T = -A), but x^T A x != 0 for a Krylov vector x of the adjoint sweep; "
+            "use method='arnoldi'",
+        )
     return lam, carry.grad
 
 
@@ -138,11 +153,19 @@ def _sweep(
             lambda c: (c.s_end > 0) & ~c.failed,
             functools.partial(sub_step, forward.propagator, forward.cotangent),
             _SubStep(
-                tau, carry.lam, carry.grad, carry.sigma_suggest, carry.failed, forward.step_state
+                tau,
+                carry.lam,
+                carry.grad,
+                carry.sigma_suggest,
+                carry.failed,
+                carry.skewness,
+                forward.step_state,
             ),
         )
         lam = sub.lam + _output_cotangent(recorded.output_steps, g, j)
-        carry = _BackwardCarry(j, lam, sub.grad, sub.sigma_suggest, sub.failed, forward.replay)
+        carry = _BackwardCarry(
+            j, lam, sub.grad, sub.sigma_suggest, sub.failed, sub.skewness, forward.replay
+        )
         return carry, sub.step_state
 
     carry, _ = lax.while_loop(lambda state: state[0].j > lower, step, (carry, side_state))
@@ -162,7 +185,7 @@ def _sub_step(cfg_adjoint: _Config, apply_t, tol_rate, prop_f, cotangent, c: _Su
     # which has no step-size history (see _stop_at_step).
     clipped = (c.s_end < c.sigma_suggest) & jnp.isfinite(c.sigma_suggest)
     stop = _stop_at_step(cfg_adjoint, sigma_try, tol_rate, clipped)
-    basis_b, projection_b = _decompose(cfg_adjoint, apply_t, c.lam, stop)
+    basis_b, projection_b, skewness = _decompose_checked(cfg_adjoint, apply_t, c.lam, stop)
     prop_b = _propagator(cfg_adjoint, projection_b)
     sigma, _, _, sigma_next, trials, ok = _largest_step(cfg_adjoint, prop_b, sigma_try, tol_rate)
     reached = sigma >= c.s_end
@@ -180,6 +203,7 @@ def _sub_step(cfg_adjoint: _Config, apply_t, tol_rate, prop_f, cotangent, c: _Su
         grad,
         sigma_suggest,
         c.failed | ~ok,
+        jnp.maximum(c.skewness, jnp.asarray(skewness, c.skewness.dtype)),
         step_state,
     )
 

@@ -144,7 +144,10 @@ class KrylovPropagator:
             # measured 600x slower than the real one at k = 30 on CPU).
             lower = jnp.tril(hessenberg, -1)
             self.freqs, real_vecs = eigh_small(lower + lower.T)
-            phases = (1j) ** jnp.arange(self.k)
+            # i^j at the matrix's precision: a Python complex would make it
+            # complex128 under x64 and promote a float32 solve to float64.
+            complex_dtype = jnp.result_type(hessenberg.dtype, jnp.complex64)
+            phases = jnp.asarray([1, 1j, -1, -1j], complex_dtype)[jnp.arange(self.k) % 4]
             self.evecs = phases[:, None] * real_vecs
             self.first = real_vecs[0, :].astype(self.evecs.dtype)  # U^H e1 (D e1 = e1)
 

@@ -79,7 +79,13 @@ def wave_fd(
         solve for; boundary data have no place in the skew operator).  The
         model's state, ``matvec`` and ``observe`` are those of the first-order
         system either way; only :func:`~pdeinv.models.simulate` changes
-        variables (``model.krylov_form``).
+        variables (``model.krylov_form``).  In the skew form the velocity half
+        of the initial state is held at zero: ``simulate`` refuses a nonzero
+        one, and derivatives with respect to it are not computed (they come out
+        as zero, those of the fixed start).  Derivatives with respect to the
+        initial displacement and ``log_c`` are exact to ``tol``; to
+        differentiate with respect to the initial velocity, build the model
+        with ``formulation="first-order"``.
 
     Returns
     -------

@@ -106,6 +106,31 @@ def test_non_skew_operator_is_refused():
         ).block_until_ready()
 
 
+def test_operator_skew_only_where_the_state_lives_is_refused_by_the_adjoint():
+    """Skew on the block holding ``v``, symmetric on the other: the forward sweep
+    sees only the skew block, but the cotangent reaches the symmetric one, where
+    ``A^T = -A`` is false.  The adjoint sweep must refuse, not return a wrong
+    gradient (it did: 57 % error in ``grad_v``)."""
+    rng = np.random.default_rng(0)
+    n, half = 30, 15
+    b = rng.standard_normal((n, n))
+    a = np.zeros((n, n))
+    a[:half, :half] = (b - b.T)[:half, :half] / 10
+    a[half:, half:] = (b + b.T)[half:, half:] / 10
+    v = np.concatenate([rng.standard_normal(half), np.zeros(n - half)])
+    w = jnp.asarray(rng.standard_normal(n))
+
+    def loss(p, v):
+        y = pdeinv.expm_multiply(lambda x, p: p @ x, v, p, 1.0, method="skew-lanczos")
+        return jnp.dot(w, y)
+
+    # The value alone is right: the state never leaves the skew block.
+    y = jax.jit(lambda p: loss(p, v))(jnp.asarray(a))
+    np.testing.assert_allclose(y, w @ sl.expm(a) @ v, rtol=1e-8)
+    with pytest.raises(Exception, match="adjoint sweep"):
+        jax.block_until_ready(jax.jit(jax.grad(loss, argnums=(0, 1)))(jnp.asarray(a), v))
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [

@@ -145,3 +145,29 @@ def test_fixed_step_reference_uses_the_spectral_radius():
     assert int(solution.result) == 0
     ref = sl.expm(0.5 * _dense(model, model.params)) @ np.asarray(model.u0)
     assert np.linalg.norm(solution.states[0] - ref) < 1e-3 * np.linalg.norm(ref)
+
+
+@pytest.mark.parametrize(
+    "form", ["divergence", pytest.param("nondivergence", marks=pytest.mark.slow)]  # ~15 s each
+)
+def test_float32_model_stays_float32_with_x64_enabled(form):
+    """A float32 wave next to float64 code (x64 on, as in the tests and the CLI):
+    the skew solve and its gradient stay float32 (a float64 constant in the face
+    weights and complex128 phases in the small skew exponential promoted them,
+    and the solve refused the operator)."""
+    model = _wave(form, "neumann", n=6)
+    model32 = _wave(form, "neumann", n=6)
+    model32 = dataclasses.replace(model32, u0=model32.u0.astype(jnp.float32))
+    params32 = jax.tree_util.tree_map(lambda x: x.astype(jnp.float32), model.params)
+    times = jnp.asarray([0.5, 1.0], jnp.float32)
+    states = models.simulate(model32, params32, times, tol=1e-5)
+    assert states.dtype == jnp.float32
+    reference_states = models.simulate(model, model.params, times, tol=1e-10)
+    scale = float(jnp.max(jnp.abs(reference_states)))
+    np.testing.assert_allclose(states, reference_states, atol=1e-3 * scale)
+
+    def loss(p):
+        return jnp.sum(model32.observe(models.simulate(model32, p, 1.0, tol=1e-5)) ** 2)
+
+    grad = jax.grad(loss)(params32)["log_c"]
+    assert grad.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(grad)))

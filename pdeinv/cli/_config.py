@@ -911,8 +911,15 @@ def _cross_check(config: dict) -> None:
 
 
 def _cross_check_uncertainty(config: dict) -> None:
-    """Evidence needs a Gaussian prior; the initial-condition unknowns need one experiment."""
+    """Evidence needs a Gaussian prior; the initial-condition unknowns need one experiment;
+    the Jacobian eigensolver forms the Gauss-Newton Hessian (refused here, not after the fit)."""
     reg, par = config["regularization"], config["parameterization"]
+    unc = config["uncertainty"]
+    if unc["method"] == "jacobian" and unc["hessian"] == "gradient-difference":
+        raise ConfigError(
+            "uncertainty.method = jacobian forms the Gauss-Newton Hessian; with "
+            "uncertainty.hessian = gradient-difference use randomized, nystrom or lanczos"
+        )
     if reg["choose_weight"] == "evidence" and reg["kind"] == "tv":
         raise ConfigError(
             "regularization.choose_weight = evidence needs a Gaussian prior "

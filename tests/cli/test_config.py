@@ -47,6 +47,10 @@ def test_unknown_key_suggests_nearest(write_file):
         ("model: {grid: [16, 16], lower: [0, 0, 0]}", r"model.lower must have 2 entries"),
         ("check: {enabled: maybe}", r"check.enabled must be true or false"),
         ("model: 3", r"model must be a mapping"),
+        (  # refused before the fit, not after it (the fit was lost)
+            "uncertainty: {enabled: true, method: jacobian, hessian: gradient-difference}",
+            r"uncertainty.method = jacobian forms the Gauss-Newton Hessian",
+        ),
     ],
 )
 def test_bad_values_name_key_and_allowed(write_file, text, pattern):

@@ -18,8 +18,15 @@ from ._small import _svd
 
 
 def _add(a, b):
-    """Leafwise ``a + b`` of two gradients; ``float0`` leaves (integer params) stay as they are."""
-    return jax.tree_util.tree_map(lambda x, y: x if x.dtype == jax.dtypes.float0 else x + y, a, b)
+    """Leafwise ``a + b`` of two gradients; integer params' leaves stay as ``a`` has them.
+
+    Their cotangents are ``float0`` on either side (the accumulator starts from
+    ``zeros_like(params)``, integer zeros), and adding one to anything fails.
+    """
+    float0 = jax.dtypes.float0
+    return jax.tree_util.tree_map(
+        lambda x, y: x if float0 in (x.dtype, y.dtype) else x + y, a, b
+    )
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))

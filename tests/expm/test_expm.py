@@ -256,6 +256,27 @@ def test_jit_vmap_and_closure():
     assert rel(jax.grad(loss)(1.0), fd) < 1e-6
 
 
+
+@pytest.mark.parametrize("method", ["lanczos", pytest.param("arnoldi", marks=pytest.mark.slow)])
+def test_integer_leaf_in_params(method):
+    """An integer leaf of ``params`` gets a ``float0`` cotangent; the float leaves
+    their gradient (the two-sided sweep failed adding float0 to its integer zero)."""
+    params, v = diffusion_problem(8, 10.0)
+    both = {"f": params, "k": jnp.asarray(2, jnp.int32)}
+
+    def mv(u, p):
+        return diffusion_matvec(u, p["f"]) * p["k"].astype(u.dtype)
+
+    w = jnp.linspace(-1.0, 1.0, 8)
+    _, vjp = jax.vjp(lambda p: expm_multiply(mv, v, p, 0.5, method=method), both)
+    (cotangent,) = vjp(w)
+    assert cotangent["k"].dtype == jax.dtypes.float0
+    # k = 2 doubles A: exp(0.5 (2 A)) v = exp(A) v, the same function of the float leaves.
+    plain = jax.vjp(lambda p: expm_multiply(diffusion_matvec, v, p, 1.0, method=method), params)
+    (expected,) = plain[1](w)
+    for key in params:
+        assert rel(cotangent["f"][key], expected[key]) < 1e-6
+
 @pytest.mark.slow  # ~20 s; tests/scale/test_float32.py checks float32 values and gradients
 def test_float32_smoke():
     params, v = diffusion_problem(30, 100.0)

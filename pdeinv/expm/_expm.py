@@ -370,10 +370,11 @@ def expm_multiply(
         symmetric and ``v = [u0; s]`` (``s = 1`` for ``u' = A u + b``); the
         forward basis is ``v`` followed by Lanczos vectors of ``A`` from
         ``A u0 + s b`` (a bordered tridiagonal projection, no orthogonalisation
-        against the basis), the adjoint plain Lanczos.  Its reverse mode treats
-        the last entry of ``v`` as a constant and ignores cotangents on the last
-        entry of the result (both are the affine bookkeeping, not part of the
-        state ``u``): their derivatives come out zero.  Concrete inputs whose
+        against the basis), the adjoint plain Lanczos.  Both modes treat the
+        last entry of ``v`` as a constant (forward mode drops its tangent) and
+        reverse mode ignores cotangents on the last entry of the result (both
+        are the affine bookkeeping, not part of the state ``u``): their
+        derivatives come out zero, the same in both modes.  Concrete inputs whose
         operator has a nonzero last row raise a ``ValueError``.
     krylov_dim
         Krylov dimension per step (clipped to ``n``).

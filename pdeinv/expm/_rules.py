@@ -165,6 +165,11 @@ def _tangent_two_sided(cfg, matvec, residuals, linear):
     """
     v, params, ts, tol, ys, _ = residuals
     dv, dparams, dts = linear
+    if cfg.bordered:
+        # The augmented state's last entry is the constant of the affine
+        # bookkeeping: constant in reverse mode (its cotangent is dropped), so
+        # here too, or jacfwd and jacrev would differ in that column.
+        dv = dv.at[-1].set(0.0)
     dtype = v.dtype
     dav = jax.jvp(lambda p: matvec(v, p), (params,), (dparams,))[1]
     v_norm = jnp.linalg.norm(v)

@@ -90,6 +90,11 @@ def test_tangent_of_an_affine_symmetric_problem_matches_expm_frechet():
         t * aug, t * da, compute_expm=False
     ) @ np.asarray(v)
     assert rel(dy, ref) <= 100 * tol, rel(dy, ref)
+    # The last entry of v is the affine constant: reverse mode holds it fixed,
+    # and forward mode must too (a tangent there used to give jacfwd != jacrev).
+    dv_last = dv.at[-1].set(0.7)
+    _, dy_last = jax.jvp(f, (v, p), (dv_last, dp))
+    np.testing.assert_allclose(dy_last, dy, rtol=0, atol=1e-14 * float(jnp.max(jnp.abs(dy))))
 
 
 @pytest.mark.slow  # ~40 s; the dot-product test checks forward against reverse by default

@@ -66,6 +66,29 @@ def test_tangent_matches_expm_frechet_at_several_times(matvec, method, stiffness
         assert rel(dys[i], ref[i]) <= 100 * tol, (i, rel(dys[i], ref[i]))
 
 
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="known (issue 14): the block solve's error control measures the whole "
+    "[tangent; alpha u] state, so on stiff problems at loose tol the decayed tangent at "
+    "late output times is off by 10^2-10^3 tol (values stay within 0.01 tol)",
+)
+@pytest.mark.parametrize("matvec, method", [(diffusion_matvec, "lanczos")])
+def test_tangent_at_loose_tolerance_on_a_stiff_problem(matvec, method):
+    """The several-times case above at tol 1e-5 instead of 1e-8 (an acceptance probe)."""
+    tol, n = 1e-5, 24
+    params, v = diffusion_problem(n, 1e4, seed=3)
+    dparams, dv = direction(params, 4), jnp.asarray(np.random.default_rng(5).standard_normal(n))
+    ts = jnp.asarray([0.01, 0.3, 1.0])
+
+    def f(v, p):
+        return expm_multiply(matvec, v, p, ts, tol=tol, method=method)
+
+    _, dys = jax.jvp(f, (v, params), (dv, dparams))
+    ref = dense_tangent(matvec, params, v, ts, dv, dparams)
+    assert max(rel(dys[i], ref[i]) for i in range(len(ts))) <= 100 * tol
+
+
 def test_tangent_of_an_affine_symmetric_problem_matches_expm_frechet():
     """affine-lanczos: the tangent of the bordered operator against the dense one."""
     from test_affine_lanczos import _operator

@@ -76,6 +76,11 @@ class _Config:
     # (incomplete orthogonalisation), 0: against all.  Set for the tangent's
     # block operator only (see _rules._sensitivity_config).
     window: int = 0
+    # > 0: the step-size control also holds the error of the first ``error_rows``
+    # entries of the state to ``tol`` relative to their own norm (the tangent
+    # half of the block state, see _rules._sensitivity_config and
+    # _step._weighted_scale); 0: the whole state only.
+    error_rows: int = 0
 
     def for_batch(self, size: int) -> _Config:
         """This configuration for one of ``size`` solves batched by ``vmap`` (see _checkpoint)."""

@@ -24,9 +24,7 @@ def _add(a, b):
     ``zeros_like(params)``, integer zeros), and adding one to anything fails.
     """
     float0 = jax.dtypes.float0
-    return jax.tree_util.tree_map(
-        lambda x, y: x if float0 in (x.dtype, y.dtype) else x + y, a, b
-    )
+    return jax.tree_util.tree_map(lambda x, y: x if float0 in (x.dtype, y.dtype) else x + y, a, b)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))

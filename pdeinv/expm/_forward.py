@@ -21,7 +21,14 @@ from ..krylov._batching import per_element
 from ..krylov._skew import skewness_tolerance
 from ._checkpoint import keep_state
 from ._config import ExpmStats, _Config
-from ._step import _apply, _decompose_checked, _largest_step, _propagator, _stop_at_step
+from ._step import (
+    _apply,
+    _decompose_checked,
+    _largest_step,
+    _propagator,
+    _stop_at_step,
+    _weighted_scale,
+)
 
 
 class _ForwardRecord(NamedTuple):
@@ -92,9 +99,12 @@ def _forward_sweep(cfg: _Config, matvec, v, params, ts, tol, record: bool):
             tau_try = jnp.minimum(remaining, c["tau_suggest"]).astype(dtype)
             clipped = (remaining < c["tau_suggest"]) & (c["j"] > 0)
             stop = _stop_at_step(cfg, tau_try, tol_rate, clipped)
-            basis, projection, skewness = _decompose_checked(cfg, apply, c["u"], stop)
+            basis, projection, skewness, residual = _decompose_checked(cfg, apply, c["u"], stop)
             prop = _propagator(cfg, projection)
-            tau, coef, err, tau_next, trials, ok = _largest_step(cfg, prop, tau_try, tol_rate)
+            scale = _weighted_scale(cfg, c["u"], residual, prop.beta)
+            tau, coef, err, tau_next, trials, ok = _largest_step(
+                cfg, prop, tau_try, tol_rate, scale
+            )
             tau = tau.astype(ts.dtype)
             reached = tau >= remaining
             new = dict(c)

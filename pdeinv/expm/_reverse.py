@@ -185,7 +185,7 @@ def _sub_step(cfg_adjoint: _Config, apply_t, tol_rate, prop_f, cotangent, c: _Su
     # which has no step-size history (see _stop_at_step).
     clipped = (c.s_end < c.sigma_suggest) & jnp.isfinite(c.sigma_suggest)
     stop = _stop_at_step(cfg_adjoint, sigma_try, tol_rate, clipped)
-    basis_b, projection_b, skewness = _decompose_checked(cfg_adjoint, apply_t, c.lam, stop)
+    basis_b, projection_b, skewness, _ = _decompose_checked(cfg_adjoint, apply_t, c.lam, stop)
     prop_b = _propagator(cfg_adjoint, projection_b)
     sigma, _, _, sigma_next, trials, ok = _largest_step(cfg_adjoint, prop_b, sigma_try, tol_rate)
     reached = sigma >= c.s_end

@@ -145,6 +145,7 @@ def _sensitivity_config(cfg: _Config, n: int) -> _Config:
         checkpoints=cfg.checkpoints,
         batching=cfg.batching,
         window=_TANGENT_WINDOW if short else 0,
+        error_rows=n,
     )
 
 

@@ -36,12 +36,13 @@ def _decompose(cfg: _Config, apply, u, stop=None):
     ``stop(small, size, residual_norm) -> bool``, checked every ``cfg.chunk``
     steps, may end the process before ``krylov_dim`` (Krylov-size control);
     """
-    basis, projection, _ = _decompose_checked(cfg, apply, u, stop)
+    basis, projection, _, _ = _decompose_checked(cfg, apply, u, stop)
     return basis, projection
 
 
 def _decompose_checked(cfg: _Config, apply, u, stop=None):
-    """:func:`_decompose` and the skewness the skew process measured (0 for the others)."""
+    """:func:`_decompose`, the skewness the skew process measured (0 for the others)
+    and the residual vector ``r`` (the direction of the leading error term)."""
     k = cfg.krylov_dim
     process = make_process(cfg, apply)
     if stop is None or cfg.chunk == k:
@@ -49,7 +50,27 @@ def _decompose_checked(cfg: _Config, apply, u, stop=None):
     else:
         (dec, skewness), size = iterate_until(process, u, k, cfg.chunk, stop)
     projection = _Projection(dec.small, dec.norm, safe_norm(dec.residual), size)
-    return dec.basis, projection, skewness
+    return dec.basis, projection, skewness, dec.residual
+
+
+def _weighted_scale(cfg: _Config, u, residual, beta):
+    """Norm the step's error is measured against: ``beta = ||u||``, or less with ``cfg.error_rows``.
+
+    The leading term of a Krylov step's error is along the residual ``r``, so
+    the error of the first ``m = cfg.error_rows`` entries is ``err ||r[:m]|| /
+    ||r||``.  Holding that to ``tol`` relative to ``||u[:m]||`` as well as the
+    whole error to ``tol`` relative to ``||u||`` is one test against
+    ``min(||u||, ||u[:m]|| ||r|| / ||r[:m]||)``.  While ``u[:m]`` is zero (a
+    tangent started from ``dv = 0``) the whole state's test alone applies.
+    """
+    if not cfg.error_rows:
+        return beta
+    m = cfg.error_rows
+    top = jnp.linalg.norm(u[:m])
+    r_top = jnp.linalg.norm(residual[:m])
+    r_all = jnp.linalg.norm(residual)
+    weighted = top * r_all / jnp.where(r_top > 0, r_top, 1.0)
+    return jnp.where((top > 0) & (r_top > 0), jnp.minimum(beta, weighted), beta)
 
 
 def make_process(cfg: _Config, apply):
@@ -117,10 +138,11 @@ def _stop_at_size(target):
     return lambda small, size, residual_norm: size >= target
 
 
-def _largest_step(cfg: _Config, prop: KrylovPropagator, tau_try, tol_rate):
+def _largest_step(cfg: _Config, prop: KrylovPropagator, tau_try, tol_rate, scale=None):
     """Largest accepted ``tau <= tau_try`` and the suggested next step size.
 
-    Accept when ``err(tau) <= tol_rate * beta * tau``; shrink by the asymptotic
+    Accept when ``err(tau) <= tol_rate * scale * tau`` (``scale``: ``beta``
+    unless given, see :func:`_weighted_scale`); shrink by the asymptotic
     model ``err ~ tau^(k)`` otherwise.  Returns ``(tau, exp(tau H) e1, err, tau_next, trials, ok)``.
     """
     dtype = prop.hessenberg.dtype
@@ -128,7 +150,7 @@ def _largest_step(cfg: _Config, prop: KrylovPropagator, tau_try, tol_rate):
 
     def ratio_at(tau):
         coef, err = prop.coefficients(tau)
-        allowed = tol_rate * prop.beta * tau
+        allowed = tol_rate * (prop.beta if scale is None else scale) * tau
         ratio = jnp.where(err == 0, 0.0, err / jnp.maximum(allowed, tiny))
         ratio = jnp.where(jnp.isfinite(ratio) & jnp.all(jnp.isfinite(coef)), ratio, jnp.inf)
         return coef, ratio, err

@@ -66,18 +66,23 @@ def test_tangent_matches_expm_frechet_at_several_times(matvec, method, stiffness
         assert rel(dys[i], ref[i]) <= 100 * tol, (i, rel(dys[i], ref[i]))
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="known (issue 14): the block solve's error control measures the whole "
-    "[tangent; alpha u] state, so on stiff problems at loose tol the decayed tangent at "
-    "late output times is off by 10^2-10^3 tol (values stay within 0.01 tol)",
+@pytest.mark.parametrize(
+    "matvec, method, tol",
+    [
+        (diffusion_matvec, "lanczos", 1e-5),
+        (diffusion_matvec, "lanczos", 1e-6),
+        pytest.param(advdiff_matvec, "arnoldi", 1e-5, marks=pytest.mark.slow),
+    ],
 )
-@pytest.mark.parametrize("matvec, method", [(diffusion_matvec, "lanczos")])
-def test_tangent_at_loose_tolerance_on_a_stiff_problem(matvec, method):
-    """The several-times case above at tol 1e-5 instead of 1e-8 (an acceptance probe)."""
-    tol, n = 1e-5, 24
+def test_tangent_at_loose_tolerance_on_a_stiff_problem(matvec, method, tol):
+    """The several-times case above at looser tol.  The block solve's error control
+    measured the whole ``[tangent; alpha u]`` state, so the decayed tangent at late
+    times was off by 2,200 tol (lanczos, 1e-5), 870 tol (1e-6), 3,000 tol (arnoldi);
+    it now also holds the tangent half to tol (``_step._weighted_scale``)."""
+    n = 24
     params, v = diffusion_problem(n, 1e4, seed=3)
+    if matvec is advdiff_matvec:
+        params = dict(params, velocity=jnp.asarray(0.7))
     dparams, dv = direction(params, 4), jnp.asarray(np.random.default_rng(5).standard_normal(n))
     ts = jnp.asarray([0.01, 0.3, 1.0])
 
@@ -86,7 +91,8 @@ def test_tangent_at_loose_tolerance_on_a_stiff_problem(matvec, method):
 
     _, dys = jax.jvp(f, (v, params), (dv, dparams))
     ref = dense_tangent(matvec, params, v, ts, dv, dparams)
-    assert max(rel(dys[i], ref[i]) for i in range(len(ts))) <= 100 * tol
+    for i in range(len(ts)):
+        assert rel(dys[i], ref[i]) <= 100 * tol, (i, rel(dys[i], ref[i]) / tol)
 
 
 def test_tangent_of_an_affine_symmetric_problem_matches_expm_frechet():

@@ -256,7 +256,6 @@ def test_jit_vmap_and_closure():
     assert rel(jax.grad(loss)(1.0), fd) < 1e-6
 
 
-
 @pytest.mark.parametrize("method", ["lanczos", pytest.param("arnoldi", marks=pytest.mark.slow)])
 def test_integer_leaf_in_params(method):
     """An integer leaf of ``params`` gets a ``float0`` cotangent; the float leaves
@@ -276,6 +275,7 @@ def test_integer_leaf_in_params(method):
     (expected,) = plain[1](w)
     for key in params:
         assert rel(cotangent["f"][key], expected[key]) < 1e-6
+
 
 @pytest.mark.slow  # ~20 s; tests/scale/test_float32.py checks float32 values and gradients
 def test_float32_smoke():

@@ -148,7 +148,8 @@ def test_fixed_step_reference_uses_the_spectral_radius():
 
 
 @pytest.mark.parametrize(
-    "form", ["divergence", pytest.param("nondivergence", marks=pytest.mark.slow)]  # ~15 s each
+    "form",
+    ["divergence", pytest.param("nondivergence", marks=pytest.mark.slow)],  # ~15 s each
 )
 def test_float32_model_stays_float32_with_x64_enabled(form):
     """A float32 wave next to float64 code (x64 on, as in the tests and the CLI):

@@ -356,6 +356,40 @@ def test_bad_arguments(kwargs, match):
         expm_multiply(diffusion_matvec, v, params, t, **kwargs)
 
 
+def test_symmetric_methods_refuse_a_nonsymmetric_operator():
+    """'lanczos' and 'affine-lanczos' on a nonsymmetric A: an error, not a wrong answer.
+
+    The operator is upper triangular plus a shift, so the value happened to come out
+    right for 'affine-lanczos' while its gradient was 130 % off (an acceptance probe).
+    """
+    from pdeinv.expm import augment_affine
+
+    rng = np.random.default_rng(0)
+    n = 30
+    a = jnp.asarray(-0.1 * np.eye(n) + 0.5 * np.triu(rng.standard_normal((n, n)), 1))
+    u0 = jnp.asarray(rng.standard_normal(n))
+    b = jnp.asarray(rng.standard_normal(n))
+    plain = lambda x, p: p @ x  # noqa: E731
+    affine = augment_affine(plain, lambda p: b)
+    with pytest.raises(Exception, match="needs a symmetric operator"):
+        expm_multiply(plain, u0, a, 1.0, method="lanczos")
+    with pytest.raises(Exception, match="needs a symmetric operator"):
+        state = jnp.concatenate([u0, jnp.ones(1)])
+        loss = (
+            lambda u: jnp.sum(  # noqa: E731
+                expm_multiply(affine, u, a, 1.0, method="affine-lanczos", krylov_dim=12)[:n]
+            )
+        )
+        jax.block_until_ready(jax.jit(jax.grad(loss))(state))
+    # A symmetric operator with its source passes (and stays right).
+    sym = (a + a.T) / 2
+    y = expm_multiply(affine, jnp.concatenate([u0, jnp.ones(1)]), sym, 1.0, method="affine-lanczos")
+    aug = np.zeros((n + 1, n + 1))
+    aug[:n, :n], aug[:n, n] = sym, b
+    expected = scipy.linalg.expm(aug) @ np.concatenate([u0, [1.0]])
+    assert rel(y, expected) < 1e-7
+
+
 def test_bad_vectors():
     params, v = diffusion_problem(10, 1.0)
     with pytest.raises(ValueError, match="v"):

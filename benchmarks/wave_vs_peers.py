@@ -6,7 +6,8 @@ snapshots, loss = data misfit at the true parameters) on n x n grids.  Rows: pde
 (skew Lanczos in velocity-stress form, two-sided adjoint) at tol 1e-4/1e-6/1e-8, and
 diffrax Tsit5 and Dopri8 with RecursiveCheckpointAdjoint, Dopri5 with
 BacksolveAdjoint (rtol 1e-4/1e-6/1e-8) and Tsit5 at fixed steps at the stability
-limit, all on the same semi-discrete system.  Reference: pdeinv at tol 1e-12,
+limit, all on the same semi-discrete system, and Dopri8 at rtol 1e-10 (``--extra``),
+the one diffrax row as accurate as pdeinv at tol 1e-8.  Reference: pdeinv at tol 1e-12,
 cross-checked against diffrax Dopri8 at rtol 1e-12 on every grid (the table
 header says how far the two disagree).
 
@@ -32,6 +33,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--grids", nargs="+", type=int, default=[64, 128])
     parser.add_argument("--tols", nargs="+", type=float, default=[1e-4, 1e-6, 1e-8])
+    parser.add_argument(
+        "--extra",
+        nargs="*",
+        default=["dopri8:1e-10"],
+        metavar="SOLVER:RTOL",
+        help="further rows beyond solvers x tols (default: Dopri8 at rtol 1e-10, so that "
+        "pdeinv's tol-1e-8 gradient has an as-accurate diffrax rival)",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--budget", type=float, default=900.0, help="seconds per grid")
     parser.add_argument("--out", type=Path, default=HERE, help="folder for the outputs")
@@ -48,19 +57,33 @@ def main(argv=None) -> int:
     from pdeinv.cli._sections import RunConfig
     from pdeinv.reference._compare import (
         DEFAULT_SOLVERS,
+        SOLVER_CHOICES,
+        SolverConfig,
         compare,
         solver_configs,
         to_markdown,
         write_outputs,
     )
 
+    extra = []
+    for item in args.extra:
+        name, _, rtol = item.partition(":")
+        try:
+            extra.append(SolverConfig(name, float(rtol)))
+        except ValueError:
+            parser.error(f"--extra: RTOL of {item!r} is not a number")
+        if name not in SOLVER_CHOICES or not 0 < extra[-1].tol < 1:
+            parser.error(
+                f"--extra: expected SOLVER:RTOL, SOLVER in {SOLVER_CHOICES}, 0 < RTOL < 1; "
+                f"got {item!r}"
+            )
     results, tables = {}, []
     for n in args.grids:
         config = RunConfig.from_dict(load_config(str(CONFIG), [f"model.grid=[{n}, {n}]"]))
         problem = problem_from_config(config)
         result = compare(
             problem,
-            solver_configs(DEFAULT_SOLVERS, args.tols),
+            solver_configs(DEFAULT_SOLVERS, args.tols) + extra,
             repeats=args.repeats,
             budget=args.budget,
             cross_check_max_states=10**8,  # cross-check the reference on every grid
@@ -74,6 +97,7 @@ def main(argv=None) -> int:
         paths["figure"].replace(args.out / f"wave_vs_peers_{n}.png")
     command = "python benchmarks/wave_vs_peers.py " + " ".join(
         [f"--grids {' '.join(map(str, args.grids))}", f"--repeats {args.repeats}"]
+        + ([f"--extra {' '.join(args.extra)}"] if args.extra != ["dopri8:1e-10"] else [])
     )
     for n in args.grids:  # per-grid compare.json/md live on in the combined files
         folder = args.out / f"wave_vs_peers_{n}"

@@ -97,11 +97,12 @@ def _propagator(cfg: _Config, projection: _Projection) -> KrylovPropagator:
     )
 
 
-def _stop_at_step(cfg: _Config, tau, tol_rate, clipped, min_size=0):
+def _stop_at_step(cfg: _Config, tau, tol_rate, clipped, min_size=0, max_size=None):
     """Krylov-size control: stop once the step ``tau`` meets the tolerance.
 
     Only for a step cut short by an output time or the end of the interval
-    (``clipped``, and never the first step, which has no step-size history):
+    (``clipped``, decided by the caller; never the first forward step, which
+    has no step-size history, see ``_forward`` and ``_reverse._sub_step``):
     there the full dimension would buy a longer step that cannot be taken.
     Otherwise the largest dimension is the cheapest per unit of time (for stiff
     operators the step grows faster than linearly with the dimension), so the
@@ -114,9 +115,13 @@ def _stop_at_step(cfg: _Config, tau, tol_rate, clipped, min_size=0):
     and so a conservative one for ``m``.  The residual estimate alone can
     accept a space that has not started to converge (measured: a dense
     non-normal 25 x 25 matrix, estimate 9e-9 at m = 15, true error 2e-4).
-    No test runs below ``min_size`` (each costs two small exponentials).
+    Each test costs two exponentials of the padded ``(k, k)`` matrix, so tests
+    run only at dimensions ``min_size <= m < max_size`` (default: below
+    ``krylov_dim``, where the process ends anyway).
     """
     chunk = cfg.chunk
+    if max_size is None:
+        max_size = cfg.krylov_dim
 
     def stop(small, size, residual_norm):
         def meets(_):
@@ -129,7 +134,8 @@ def _stop_at_step(cfg: _Config, tau, tol_rate, clipped, min_size=0):
             allowed = tol_rate * tau
             return (err <= allowed) & (change <= allowed)
 
-        return lax.cond(clipped & (size >= min_size), meets, lambda _: jnp.zeros((), bool), None)
+        test = clipped & (size >= min_size) & (size < jnp.minimum(max_size, cfg.krylov_dim))
+        return lax.cond(test, meets, lambda _: jnp.zeros((), bool), None)
 
     return stop
 

@@ -78,8 +78,7 @@ def main(argv=None) -> int:
         if fixed or name not in SOLVER_CHOICES or not 0 < extra[-1].tol < 1:
             parser.error(
                 f"--extra: expected SOLVER:RTOL, SOLVER an adaptive one of {SOLVER_CHOICES}, "
-                f"0 < RTOL < 1; "
-                f"got {item!r}"
+                f"0 < RTOL < 1; got {item!r}"
             )
     results, tables = {}, []
     for n in args.grids:

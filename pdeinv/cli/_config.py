@@ -363,6 +363,16 @@ SCHEMA: dict[str, Any] = {
             "(limited-memory inverse Hessian, no extra solves); 0 = plain CG.",
             minimum=0,
         ),
+        "product_tol": Option(
+            0.01,
+            "float",
+            "newton_cg: the Hessian-vector products of a Newton step solve their tangent and "
+            "adjoint PDEs at tol product_tol * (CG forcing term), never tighter than "
+            "solver.tol (one more forward and adjoint solve per step); in (0, 1]; "
+            "null = every product at solver.tol.",
+            positive=True,
+            nullable=True,
+        ),
         "trust_radius": Option(
             None,
             "float",
@@ -954,6 +964,10 @@ def _cross_check_optimizer(opt: dict) -> None:
         )
     if opt["method"] == "newton_cg" and not opt["forcing_max"] < 1:
         raise ConfigError(f"optimizer.forcing_max must be in (0, 1), got {opt['forcing_max']}")
+    if opt["method"] == "newton_cg" and opt["product_tol"] is not None and opt["product_tol"] > 1:
+        raise ConfigError(
+            f"optimizer.product_tol must be in (0, 1] or null, got {opt['product_tol']}"
+        )
 
 
 def _cross_check_sources(config: dict) -> None:

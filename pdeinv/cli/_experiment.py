@@ -542,6 +542,7 @@ def build_optimizer(opt: OptimizerSection, parameters, *, bounded: bool = True):
             max_cg=opt.max_cg,
             forcing_max=opt.forcing_max,
             memory=opt.cg_memory,
+            product_tol=opt.product_tol,
             trust_radius=opt.trust_radius,
             bounds=bounds,
         )

@@ -154,6 +154,7 @@ class OptimizerSection:
     max_cg: int
     forcing_max: float
     cg_memory: int
+    product_tol: float | None
     trust_radius: float | None
 
 

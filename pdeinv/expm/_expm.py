@@ -149,8 +149,7 @@ def _prepare(
         raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
     if batching not in BATCHINGS:
         raise ValueError(f"batching must be one of {BATCHINGS}, got {batching!r}")
-    if not isinstance(tol, (int, float)) or not np.isfinite(tol) or tol <= 0:
-        raise ValueError(f"tol must be a positive finite number, got {tol!r}")
+    tol = _check_tol(tol)
     if (
         isinstance(krylov_dim, bool)
         or not isinstance(krylov_dim, (int, np.integer))
@@ -223,7 +222,35 @@ def _prepare(
         batching=batching,
         adjoint_krylov_dim=adjoint_krylov_dim(method, k, n),
     )
-    return cfg, v, ts, jnp.asarray(tol, v.dtype), scalar_t, params
+    return cfg, v, ts, tol.astype(v.dtype), scalar_t, params
+
+
+def _check_tol(tol):
+    """``tol`` as a 0-d array: a positive finite number, or a traced scalar.
+
+    A traced ``tol`` (e.g. an argument of the caller's ``jit``) lets one
+    compiled solve run at any accuracy; its value is checked at run time.
+    """
+    if isinstance(tol, (bool, np.bool_)) or isinstance(tol, str):
+        raise ValueError(f"tol must be a positive finite number, got {tol!r}")
+    try:
+        array = jnp.asarray(tol)
+    except TypeError:
+        raise ValueError(f"tol must be a positive finite number, got {tol!r}") from None
+    if array.ndim != 0 or not (
+        jnp.issubdtype(array.dtype, jnp.floating) or jnp.issubdtype(array.dtype, jnp.integer)
+    ):
+        raise ValueError(f"tol must be a positive finite number (a real scalar), got {tol!r}")
+    if not _check_concrete(
+        "tol",
+        array,
+        lambda a: np.isfinite(a) and a > 0,
+        f"must be a positive finite number, got {tol!r}",
+    ):
+        array = eqx.error_if(
+            array, ~(jnp.isfinite(array) & (array > 0)), "expm_multiply: tol must be > 0 and finite"
+        )
+    return array
 
 
 def _warn_blas_threads(k: int) -> None:

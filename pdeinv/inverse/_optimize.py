@@ -258,6 +258,7 @@ def minimize(
     stop: Callable[[], bool] | None = None,
     checkpoint: Callable[[np.ndarray, dict], None] | None = None,
     linearize: Callable | None = None,
+    linearize_at: Callable | None = None,
     solve_costs: dict | Callable[[], dict] | None = None,
 ) -> OptimizeResult:
     """Minimise ``objective(x, *args) -> (value, misfit)`` starting from ``x0``.
@@ -293,6 +294,12 @@ def minimize(
         applying the Hessian, e.g. the Gauss–Newton one of
         :meth:`~pdeinv.inverse.InverseProblem.gauss_newton_operator`), jitted.
         ``None``: the exact Hessian of ``objective`` (forward over reverse mode).
+    linearize_at
+        Newton–CG only, with ``linearize``: ``linearize_at(x, tol, *args)``, the
+        same linearisation with its PDE solves at ``tol``, or ``None`` where it
+        would be the same as ``linearize``'s; used for the Hessian–vector
+        products when :class:`~pdeinv.inverse.NewtonCG`'s ``product_tol`` asks
+        for looser ones.  :func:`~pdeinv.inverse.fit` passes the problem's.
     solve_costs
         PDE solves made by one call of each kind (``value_and_grad``,
         ``linearize``, ``hvp``), or a function returning them (asked at every
@@ -315,9 +322,15 @@ def minimize(
         elif isinstance(optimizer, NewtonCG):
             base = exact_linearization(objective) if linearize is None else linearize
             args = tuple(args)
+            at = None
+            if linearize is not None and linearize_at is not None:
+
+                def at(x, tol):
+                    return linearize_at(x, tol, *args)
+
             return _newton_cg(
                 lambda x: base(x, *args), np.asarray(x0, dtype=float), dtype, optimizer,
-                history, counter, stop,
+                history, counter, stop, linearize_at=at,
             )  # fmt: skip
         else:
             raise TypeError(

@@ -151,18 +151,49 @@ class RegularizedObjective:
             "hvp": {"tangent": e, "adjoint": e},
         }
 
+    def _with_solver_tol(self, tol):
+        """This problem with its PDE solves at ``tol`` (a traced scalar is fine)."""
+        copy = dataclasses.replace(self, solver={**self.solver, "tol": tol})
+        for name in ("_batched_arrays",):  # caches that do not depend on the solver
+            if name in self.__dict__:
+                copy.__dict__[name] = self.__dict__[name]
+        return copy
+
+    def _linearize(self, m, weight):
+        """:meth:`gauss_newton_operator` at the solver's tol (the optimisers' ``linearize``)."""
+        return self._linearize_jit(m, weight, self._solver_tol(m.dtype))
+
+    def _linearize_at(self, m, tol, weight):
+        """The linearisation at ``m`` with its solves at ``max(tol, solver tol)``.
+
+        ``None`` when that is the solver's own tol (then :meth:`_linearize`
+        has it) or when the problem's solver has no ``tol`` option to loosen.
+        """
+        own = self.solver.get("tol")
+        if own is None or not tol > own:
+            return None
+        return self._linearize_jit(m, weight, jnp.asarray(tol, m.dtype))
+
+    def _solver_tol(self, dtype):
+        # Traced, so that one compilation serves every tol; None (no traced
+        # tol) when the forward's options have none.
+        own = self.solver.get("tol")
+        return None if own is None else jnp.asarray(own, dtype)
+
     @functools.cached_property
-    def _linearize(self):
-        # One compilation per problem: the weight is traced, so Morozov's sweep reuses it.
-        def linearize(m, weight):
-            residual, jvp = jax.linearize(self.weighted_residual, m)
+    def _linearize_jit(self):
+        # One compilation per problem: the weight and the tol are traced, so
+        # Morozov's sweep and Newton-CG's looser products reuse it.
+        def linearize(m, weight, tol):
+            problem = self if tol is None else self._with_solver_tol(tol)
+            residual, jvp = jax.linearize(problem.weighted_residual, m)
             try:
                 misfit_grad = jax.linear_transpose(jvp, m)(residual)[0]
                 misfit_hvp = Partial(_misfit_gauss_newton_transposed, jvp)
                 self.__dict__["_transposes"] = True
             except Exception:  # noqa: BLE001 - any failure to transpose: use jax.vjp
                 # No transpose rule for the tangent solve: Jᵀ by reverse mode.
-                _, vjp = jax.vjp(self.weighted_residual, m)
+                _, vjp = jax.vjp(problem.weighted_residual, m)
                 misfit_grad = vjp(residual)[0]
                 misfit_hvp = Partial(_misfit_gauss_newton, jvp, vjp)
                 self.__dict__["_transposes"] = False
@@ -179,7 +210,7 @@ class RegularizedObjective:
 
         return jax.jit(linearize)
 
-    def gauss_newton_operator(self, m, *, weight=None) -> GaussNewtonOperator:
+    def gauss_newton_operator(self, m, *, weight=None, tol=None) -> GaussNewtonOperator:
         r"""Linearise the problem at ``m`` once; the result applies the Gauss–Newton Hessian.
 
         .. math::
@@ -196,6 +227,16 @@ class RegularizedObjective:
             Parameter vector, ``(num_params,)``.
         weight
             Regularisation weight; ``None``: the problem's ``weight``.
+        tol
+            Tolerance of every PDE solve of this linearisation (the forward
+            solve, the adjoint solve of the gradient, and the tangent and
+            adjoint solves of each product), passed to
+            :func:`pdeinv.expm_multiply`; ``None``: the problem's
+            ``solver["tol"]``.  A looser ``tol`` gives cheaper, less accurate
+            products (relative error about ``tol``), e.g. for the inner CG
+            iterations of an inexact Newton method, which need a few digits
+            only (:class:`~pdeinv.inverse.NewtonCG`'s ``product_tol``).  The
+            tol is traced: every value reuses one compilation.
 
         Returns
         -------
@@ -208,7 +249,12 @@ class RegularizedObjective:
         weight = self.weight if weight is None else float(weight)
         if weight < 0:
             raise ValueError(f"regularization weight must be >= 0, got {weight}")
-        return self._linearize(m, jnp.asarray(weight, m.dtype))
+        weight = jnp.asarray(weight, m.dtype)
+        if tol is None:
+            return self._linearize(m, weight)
+        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 < tol < 1:
+            raise ValueError(f"tol must be a number in (0, 1), got {tol!r}")
+        return self._linearize_jit(m, weight, jnp.asarray(tol, m.dtype))
 
     def gauss_newton_hvp(self, m, dm, *, weight=None):
         """``(JᵀΓ⁻¹J + w ∇²R(m)) dm``, see :meth:`gauss_newton_operator`.
@@ -350,6 +396,7 @@ def fit(
         stop=stop,
         checkpoint=checkpoint,
         linearize=problem._linearize,
+        linearize_at=problem._linearize_at,
         solve_costs=problem.pde_solve_costs,
     )
 

@@ -340,6 +340,10 @@ def test_krylov_size_control_saves_matvecs_at_output_times(method):
     [
         (dict(tol=0.0), "tol"),
         (dict(tol=-1.0), "tol"),
+        (dict(tol=float("nan")), "tol"),
+        (dict(tol=True), "tol"),
+        (dict(tol="1e-6"), "tol"),
+        (dict(tol=jnp.ones(2)), "tol"),
         (dict(method="magnus"), "method"),
         (dict(gradient="bogus"), "gradient"),
         (dict(krylov_dim=0), "krylov_dim"),
@@ -354,6 +358,28 @@ def test_bad_arguments(kwargs, match):
     t = kwargs.pop("t", 1.0)
     with pytest.raises(ValueError, match=match):
         expm_multiply(diffusion_matvec, v, params, t, **kwargs)
+
+
+def test_traced_tol_is_one_compilation_and_sets_the_accuracy():
+    """``tol`` may be traced: one compiled solve serves every accuracy, checked at run time."""
+    params, v = diffusion_problem(40, 1e3)
+    a = jax.jacfwd(lambda x: diffusion_matvec(x, params))(jnp.zeros(40))
+    expected = scipy.linalg.expm(np.asarray(a)) @ np.asarray(v)
+    traces = []
+
+    @jax.jit
+    def solve(tol):
+        traces.append(1)
+        return expm_multiply(diffusion_matvec, v, params, 1.0, tol=tol, method="lanczos",
+                             krylov_dim=8)  # fmt: skip
+
+    errors = [rel(solve(jnp.asarray(tol)), expected) for tol in (1e-3, 1e-6, 1e-10)]
+    assert len(traces) == 1
+    assert errors[0] < 1e-3 and errors[1] < 1e-6 and errors[2] < 1e-10
+    # The traced value, not a constant folded in at trace time, sets the accuracy.
+    assert errors[0] > 1e3 * errors[1] > 1e6 * errors[2]
+    with pytest.raises(Exception, match="tol must be > 0"):
+        jax.block_until_ready(solve(jnp.asarray(-1.0)))
 
 
 def test_symmetric_methods_refuse_a_nonsymmetric_operator():

@@ -189,3 +189,15 @@ def test_multi_experiment_gauss_newton_is_the_hessian_at_zero_residual():
     batch = jnp.stack([dm, -2.0 * dm])
     np.testing.assert_allclose(operator.apply(batch)[1], -2.0 * hv, rtol=1e-10, atol=1e-12)
     assert problem.pde_solve_costs()["hvp"] == {"tangent": 2, "adjoint": 2}
+
+
+def expm_problem():
+    """``tiny_problem`` solved by ``expm_multiply`` (several Krylov steps) at tol 1e-10."""
+    import dataclasses
+
+    from pdeinv.inverse._problem import _default_forward
+
+    problem, _ = tiny_problem()
+    return dataclasses.replace(
+        problem, forward=_default_forward, solver={"tol": 1e-10, "krylov_dim": 6}
+    )

@@ -1,6 +1,7 @@
 """Steihaug CG on analytic quadratics, Newton–CG on Rosenbrock (with bounds), failed trial
 points, interrupts, PDE-solve counting, a Gauss–Newton fit, and newton_cg through the CLI."""
 
+import dataclasses
 import json
 
 import jax
@@ -377,3 +378,50 @@ def test_newton_cg_ftol_ends_cg_runs(monkeypatch):
     runs.clear()
     minimize(objective, jnp.zeros(40), NewtonCG(ftol=0.0, gtol=1e-10, max_cg=200))
     assert {m for m, _ in runs} == {0.0} and "small_decrease" not in [r for _, r in runs]
+
+
+def test_newton_cg_products_follow_the_forcing_term():
+    """Products at a looser tol (one compilation); Newton–CG's at ``product_tol * η_k``.
+
+    One problem for both parts: they share the compiled linearisation.
+    """
+    from test_gauss_newton import dense_gauss_newton, expm_problem
+
+    problem = expm_problem()
+    m = jnp.asarray(0.2 * np.sin(np.arange(N)))
+    dm = jnp.asarray(np.cos(1.7 * np.arange(N)))
+    expected = dense_gauss_newton(problem, m, 0.05) @ dm
+    tight = problem.gauss_newton_operator(m, weight=0.05).apply(dm)
+    loose = problem.gauss_newton_operator(m, weight=0.05, tol=1e-4).apply(dm)
+    error = [np.linalg.norm(x - expected) / np.linalg.norm(expected) for x in (tight, loose)]
+    assert error[0] < 1e-8
+    assert 1e-8 < error[1] < 1e-2  # looser, and within 100 tol
+    for bad in (0.0, 1.5, True, "1e-4"):
+        with pytest.raises(ValueError, match="tol"):
+            problem.gauss_newton_operator(m, tol=bad)
+    tols = []
+    linearize_at = problem._linearize_at
+
+    def spy(m, tol, weight):
+        tols.append(tol)
+        return linearize_at(m, tol, weight)
+
+    problem.__dict__["_linearize_at"] = spy
+    x0 = jnp.zeros(N)
+    options = NewtonCG(max_iter=40, gtol=1e-8, bounds=(-3, 3))
+    loose = fit(problem, x0, options, weight=0.05)
+    tight = fit(problem, x0, dataclasses.replace(options, product_tol=None), weight=0.05)
+    assert loose.status == 0 and tight.status == 0, (loose.message, tight.message)
+    assert loose.fun == pytest.approx(tight.fun, rel=1e-9)
+    np.testing.assert_allclose(loose.x, tight.x, atol=1e-5)
+    # One looser linearisation per Newton step, at 1e-2 times a forcing term <= 0.5.
+    assert len(tols) == loose.iterations
+    assert all(1e-10 < tol <= 0.5e-2 for tol in tols) and tols[0] == 0.5e-2
+    # Each looser linearisation is one more forward (and adjoint) solve, counted.
+    assert loose.pde_solves["forward"] == loose.num_evaluations
+    assert tight.pde_solves["forward"] == tight.num_evaluations
+    trials = loose.num_evaluations - len(tols)
+    assert loose.pde_solves["adjoint"] == trials + len(tols) + loose.pde_solves["tangent"]
+    assert problem._linearize_jit._cache_size() == 1  # the tol is traced
+    with pytest.raises(ValueError, match="product_tol"):
+        NewtonCG(product_tol=0.0)

@@ -364,7 +364,7 @@ SCHEMA: dict[str, Any] = {
             minimum=0,
         ),
         "product_tol": Option(
-            0.01,
+            0.001,
             "float",
             "newton_cg: the Hessian-vector products of a Newton step solve their tangent and "
             "adjoint PDEs at tol product_tol * (CG forcing term), never tighter than "

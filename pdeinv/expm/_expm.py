@@ -380,7 +380,10 @@ def expm_multiply(
         Scalar time, or 1-D non-decreasing array of times ``>= 0``.
     tol
         Relative accuracy target of the value and of the reverse-mode gradient
-        (with respect to ``v`` and every leaf of ``params``).
+        (with respect to ``v`` and every leaf of ``params``).  A number, or a
+        scalar array that may be traced (e.g. an argument of your ``jit``): one
+        compiled solve then serves every tol, and its value is checked at run
+        time.
     method
         ``"arnoldi"`` (general ``A``), ``"lanczos"`` (``A`` symmetric: the
         caller asserts it; three-term recurrence, ``A^T = A`` in the adjoint) or

@@ -111,7 +111,7 @@ class NewtonCG:
     bounds: tuple | None = None
     preconditioner: Callable | None = None
     memory: int = 50
-    product_tol: float | None = 1e-2
+    product_tol: float | None = 1e-3
 
     def __post_init__(self):
         checks = {

@@ -334,8 +334,13 @@ def exact_linearization(objective):
 
 
 @jax.jit
-def _apply(hvp, v):
-    return hvp(v)
+def apply_operator(operator, v):
+    """``operator(v)`` for a pytree ``operator`` (a linearisation's ``hvp``), compiled once.
+
+    The one home of this call: Newton–CG's products and
+    :meth:`~pdeinv.inverse.GaussNewtonOperator.apply` share its compilation.
+    """
+    return operator(v)
 
 
 def _newton_cg(linearize, x0, dtype, options: NewtonCG, history, counter, stop, linearize_at=None):
@@ -379,7 +384,7 @@ def _newton_cg(linearize, x0, dtype, options: NewtonCG, history, counter, stop, 
         if stop is not None and stop():
             raise _Interrupted
         counter.add("hvp")
-        return np.asarray(_apply(products, jnp.asarray(v, dtype)), dtype=float)
+        return np.asarray(apply_operator(products, jnp.asarray(v, dtype)), dtype=float)
 
     def looser_products(x, eta):
         """The Hessian at ``x`` with solves at ``product_tol * eta``; ``hvp`` if none."""

@@ -14,6 +14,7 @@ from jax.tree_util import Partial
 
 from ..expm import check_times
 from ..models._model import Model
+from ._newton import apply_operator
 from ._optimize import IterationInfo, OptimizeResult, minimize
 from ._parameterization import ParameterMap
 
@@ -47,11 +48,6 @@ def _regularized_hvp(misfit_hvp, reg_hvp, weight, dm):
 
 
 @jax.jit
-def _apply(operator, dm):
-    return operator(dm)
-
-
-@jax.jit
 def _apply_batch(operator, dms):
     return jax.vmap(operator)(dms)
 
@@ -59,7 +55,7 @@ def _apply_batch(operator, dms):
 def _apply_to(operator, dm):
     dm = jnp.asarray(dm)
     if dm.ndim == 1:
-        return _apply(operator, dm)
+        return apply_operator(operator, dm)
     if dm.ndim == 2:
         return _apply_batch(operator, dm)
     raise ValueError(

@@ -385,17 +385,17 @@ def test_newton_cg_products_follow_the_forcing_term():
 
     One problem for both parts: they share the compiled linearisation.
     """
-    from test_gauss_newton import dense_gauss_newton, expm_problem
+    from test_gauss_newton import expm_problem
 
     problem = expm_problem()
     m = jnp.asarray(0.2 * np.sin(np.arange(N)))
     dm = jnp.asarray(np.cos(1.7 * np.arange(N)))
-    expected = dense_gauss_newton(problem, m, 0.05) @ dm
+    # The products at the solver's tol 1e-10 are the reference (they match dense
+    # Jacobians: test_gauss_newton.py).
     tight = problem.gauss_newton_operator(m, weight=0.05).apply(dm)
     loose = problem.gauss_newton_operator(m, weight=0.05, tol=1e-4).apply(dm)
-    error = [np.linalg.norm(x - expected) / np.linalg.norm(expected) for x in (tight, loose)]
-    assert error[0] < 1e-8
-    assert 1e-8 < error[1] < 1e-2  # looser, and within 100 tol
+    error = np.linalg.norm(loose - tight) / np.linalg.norm(tight)
+    assert 1e-8 < error < 1e-2  # looser, and within 100 tol
     for bad in (0.0, 1.5, True, "1e-4"):
         with pytest.raises(ValueError, match="tol"):
             problem.gauss_newton_operator(m, tol=bad)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import numbers
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -166,15 +167,23 @@ class RegularizedObjective:
         has it) or when the problem's solver has no ``tol`` option to loosen.
         """
         own = self.solver.get("tol")
-        if own is None or not tol > own:
+        if own is None or not self._traced_tol or not tol > own:
             return None
         return self._linearize_jit(m, weight, jnp.asarray(tol, m.dtype))
 
+    @property
+    def _traced_tol(self) -> bool:
+        """Whether the solver's ``tol`` is passed traced: pdeinv's own forward takes it so.
+
+        A ``forward`` of the user's own gets the ``tol`` of ``solver`` as given.
+        """
+        return getattr(self, "forward", _default_forward) is _default_forward
+
     def _solver_tol(self, dtype):
-        # Traced, so that one compilation serves every tol; None (no traced
-        # tol) when the forward's options have none.
+        # Traced, so that one compilation serves every tol; None (the solver
+        # options as they are) when they have no tol or the forward is the user's.
         own = self.solver.get("tol")
-        return None if own is None else jnp.asarray(own, dtype)
+        return None if own is None or not self._traced_tol else jnp.asarray(own, dtype)
 
     @functools.cached_property
     def _linearize_jit(self):
@@ -232,7 +241,8 @@ class RegularizedObjective:
             products (relative error about ``tol``), e.g. for the inner CG
             iterations of an inexact Newton method, which need a few digits
             only (:class:`~pdeinv.inverse.NewtonCG`'s ``product_tol``).  The
-            tol is traced: every value reuses one compilation.
+            tol is traced: every value reuses one compilation (a ``forward``
+            of your own receives it as a traced scalar).
 
         Returns
         -------
@@ -248,7 +258,8 @@ class RegularizedObjective:
         weight = jnp.asarray(weight, m.dtype)
         if tol is None:
             return self._linearize(m, weight)
-        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 < tol < 1:
+        real = isinstance(tol, numbers.Real) and not isinstance(tol, (bool, np.bool_))
+        if not real or not 0 < tol < 1:
             raise ValueError(f"tol must be a number in (0, 1), got {tol!r}")
         return self._linearize_jit(m, weight, jnp.asarray(tol, m.dtype))
 

@@ -964,7 +964,7 @@ def _cross_check_optimizer(opt: dict) -> None:
         )
     if opt["method"] == "newton_cg" and not opt["forcing_max"] < 1:
         raise ConfigError(f"optimizer.forcing_max must be in (0, 1), got {opt['forcing_max']}")
-    if opt["method"] == "newton_cg" and opt["product_tol"] is not None and opt["product_tol"] > 1:
+    if opt["product_tol"] is not None and opt["product_tol"] > 1:
         raise ConfigError(
             f"optimizer.product_tol must be in (0, 1] or null, got {opt['product_tol']}"
         )

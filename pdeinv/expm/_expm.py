@@ -85,6 +85,25 @@ def _check_concrete(name, value, check, message):
     return True
 
 
+def _eagerly(compute):
+    """``compute()`` evaluated now, or ``None`` where it needs traced values.
+
+    Under a caller's ``jit`` the inputs may be concrete (closed over) while every
+    operation is staged; ``ensure_compile_time_eval`` evaluates them anyway.  A
+    ``matvec`` that closes over traced values cannot be evaluated: then the
+    solve's own run-time checks apply.
+    """
+    try:
+        with jax.ensure_compile_time_eval():
+            return compute()
+    except (
+        jax.errors.ConcretizationTypeError,
+        jax.errors.TracerArrayConversionError,
+        jax.errors.TracerBoolConversionError,
+    ):
+        return None
+
+
 def _check_skew(matvec, v, params):
     """ValueError if ``x^T A x != 0`` for ``x = v`` or a random ``x`` (concrete inputs only).
 
@@ -95,13 +114,19 @@ def _check_skew(matvec, v, params):
     if any(isinstance(x, jax.core.Tracer) for x in leaves):
         return
     probe = np.random.default_rng(0).standard_normal(v.shape[0]).astype(v.dtype)
-    for x in (v, jnp.asarray(probe)):
-        ax = matvec(x, params)
-        scale = float(jnp.linalg.norm(x) * jnp.linalg.norm(ax))
-        if scale > 0 and abs(float(jnp.dot(x, ax))) > skewness_tolerance(v.dtype) * scale:
+
+    def measure():
+        out = []
+        for x in (v, jnp.asarray(probe)):
+            ax = matvec(x, params)
+            out.append((float(jnp.dot(x, ax)), float(jnp.linalg.norm(x) * jnp.linalg.norm(ax))))
+        return out
+
+    for dot, scale in _eagerly(measure) or ():
+        if scale > 0 and abs(dot) > skewness_tolerance(v.dtype) * scale:
             raise ValueError(
                 "method='skew-lanczos' needs a skew-symmetric operator (A^T = -A), but "
-                f"x^T A x = {float(jnp.dot(x, ax)):.3g} for a vector x with ||x|| ||A x|| = "
+                f"x^T A x = {dot:.3g} for a vector x with ||x|| ||A x|| = "
                 f"{scale:.3g}; use method='arnoldi' (or 'lanczos' for a symmetric A)"
             )
 
@@ -117,12 +142,12 @@ def _check_augmented(matvec, v, params):
     if any(isinstance(x, jax.core.Tracer) for x in leaves):
         return
     probe = np.random.default_rng(0).standard_normal(v.shape[0]).astype(v.dtype)
-    out = matvec(jnp.asarray(probe), params)
-    if float(jnp.abs(out[-1])) > 0:
+    last = _eagerly(lambda: float(matvec(jnp.asarray(probe), params)[-1]))
+    if last is not None and abs(last) > 0:
         raise ValueError(
             "method='affine-lanczos' needs the augmented operator [[A, b], [0, 0]] of "
             "augment_affine (a zero last row), but A x has last entry "
-            f"{float(out[-1]):.3g}; use method='arnoldi'"
+            f"{last:.3g}; use method='arnoldi'"
         )
 
 
@@ -149,7 +174,6 @@ def _prepare(
         raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
     if batching not in BATCHINGS:
         raise ValueError(f"batching must be one of {BATCHINGS}, got {batching!r}")
-    tol = _check_tol(tol)
     if (
         isinstance(krylov_dim, bool)
         or not isinstance(krylov_dim, (int, np.integer))
@@ -171,6 +195,7 @@ def _prepare(
     if v.ndim == 1 and not jnp.issubdtype(v.dtype, jnp.floating):
         v = v.astype(jnp.result_type(float))
     v = check_vector(v, _WHERE)
+    tol = _check_tol(tol, v.dtype)
     n = v.shape[0]
     check_matvec(matvec, v, params, _WHERE)
     scalar_t = jnp.ndim(t) == 0
@@ -222,35 +247,38 @@ def _prepare(
         batching=batching,
         adjoint_krylov_dim=adjoint_krylov_dim(method, k, n),
     )
-    return cfg, v, ts, tol.astype(v.dtype), scalar_t, params
+    return cfg, v, ts, tol, scalar_t, params
 
 
-def _check_tol(tol):
-    """``tol`` as a 0-d array: a positive finite number, or a traced scalar.
+def _check_tol(tol, dtype):
+    """``tol`` as a 0-d array of ``dtype``: a positive finite number, or a traced scalar.
 
     A traced ``tol`` (e.g. an argument of the caller's ``jit``) lets one
-    compiled solve run at any accuracy; its value is checked at run time.
+    compiled solve run at any accuracy; its value is checked at run time.  A
+    concrete one is checked as the solve will see it, in ``dtype`` (``1e-50``
+    is 0 in float32).
     """
-    if isinstance(tol, (bool, np.bool_)) or isinstance(tol, str):
-        raise ValueError(f"tol must be a positive finite number, got {tol!r}")
+    bad = f"tol must be a positive finite number, got {tol!r}"
+    if isinstance(tol, (bool, np.bool_, str)) or tol is None:
+        raise ValueError(bad)
     try:
         array = jnp.asarray(tol)
-    except TypeError:
-        raise ValueError(f"tol must be a positive finite number, got {tol!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(bad) from None
     if array.ndim != 0 or not (
         jnp.issubdtype(array.dtype, jnp.floating) or jnp.issubdtype(array.dtype, jnp.integer)
     ):
         raise ValueError(f"tol must be a positive finite number (a real scalar), got {tol!r}")
-    if not _check_concrete(
-        "tol",
-        array,
-        lambda a: np.isfinite(a) and a > 0,
-        f"must be a positive finite number, got {tol!r}",
-    ):
-        array = eqx.error_if(
+    if isinstance(array, jax.core.Tracer):
+        array = array.astype(dtype)
+        return eqx.error_if(
             array, ~(jnp.isfinite(array) & (array > 0)), "expm_multiply: tol must be > 0 and finite"
         )
-    return array
+    with np.errstate(over="ignore", under="ignore"):
+        value = np.asarray(array).astype(dtype)
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"{bad} (as {np.dtype(dtype).name}: {value})")
+    return jnp.asarray(value)
 
 
 def _warn_blas_threads(k: int) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import numbers
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -126,7 +127,8 @@ class NewtonCG:
             "max_backtracks": self.max_backtracks >= 1,
             "trust_radius": self.trust_radius is None or self.trust_radius > 0,
             "memory": self.memory >= 0,
-            "product_tol": self.product_tol is None or 0 < self.product_tol <= 1,
+            "product_tol": self.product_tol is None
+            or (_is_real(self.product_tol) and 0 < self.product_tol <= 1),
         }
         ranges = {
             "max_iter": ">= 1",
@@ -147,6 +149,10 @@ class NewtonCG:
                 raise ValueError(
                     f"NewtonCG.{name} must be {ranges[name]}, got {getattr(self, name)!r}"
                 )
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
 class SteihaugResult(NamedTuple):
@@ -443,6 +449,7 @@ def _newton_cg(linearize, x0, dtype, options: NewtonCG, history, counter, stop, 
                 return free * np.asarray(inverse(free * r), dtype=float)
 
         pairs = [] if options.memory else None
+        products_before = counter.calls["hvp"]
         try:
             cg = steihaug_cg(
                 reduced, free * grad, rtol=eta, max_iter=options.max_cg, radius=radius,
@@ -454,8 +461,10 @@ def _newton_cg(linearize, x0, dtype, options: NewtonCG, history, counter, stop, 
         except Exception as err:  # noqa: BLE001 - filtered just below
             if not _is_solver_failure(err):
                 raise
-            # A tangent or adjoint solve of a product gave up: a gradient step instead.
-            cg = SteihaugResult(-free * grad, len(pairs or ()), "failed", float("nan"))
+            # A tangent or adjoint solve of a product gave up: a gradient step instead
+            # (the products made, the failed one included, are this step's CG work).
+            made = counter.calls["hvp"] - products_before
+            cg = SteihaugResult(-free * grad, made, "failed", float("nan"))
             pairs = None
         if pairs:
             recycled.extend(pairs)

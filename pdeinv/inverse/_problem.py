@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import numbers
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -42,6 +41,24 @@ def _misfit_gauss_newton_transposed(jvp, dm):
     # J^T by transposing the linearised map: no forward solve of its own.
     tangent = jvp(dm)
     return jax.linear_transpose(jvp, dm)(tangent)[0]
+
+
+def _check_tol(tol, dtype):
+    """``tol`` in (0, 1) as a 0-d array of ``dtype`` (a traced one is checked by the solver)."""
+    if isinstance(tol, jax.core.Tracer):
+        return tol.astype(dtype)
+    bad = f"tol must be a number in (0, 1), got {tol!r}"
+    if isinstance(tol, (bool, np.bool_, str, bytes)) or np.ndim(tol) != 0:
+        raise ValueError(bad)
+    try:
+        value = np.asarray(tol, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(bad) from None
+    with np.errstate(under="ignore"):
+        cast = value.astype(dtype)
+    if not 0 < value < 1 or not cast > 0:
+        raise ValueError(bad + ("" if cast > 0 else f" (0 as {np.dtype(dtype).name})"))
+    return jnp.asarray(cast)
 
 
 def _regularized_hvp(misfit_hvp, reg_hvp, weight, dm):
@@ -258,10 +275,7 @@ class RegularizedObjective:
         weight = jnp.asarray(weight, m.dtype)
         if tol is None:
             return self._linearize(m, weight)
-        real = isinstance(tol, numbers.Real) and not isinstance(tol, (bool, np.bool_))
-        if not real or not 0 < tol < 1:
-            raise ValueError(f"tol must be a number in (0, 1), got {tol!r}")
-        return self._linearize_jit(m, weight, jnp.asarray(tol, m.dtype))
+        return self._linearize_jit(m, weight, _check_tol(tol, m.dtype))
 
     def gauss_newton_hvp(self, m, dm, *, weight=None):
         """``(JᵀΓ⁻¹J + w ∇²R(m)) dm``, see :meth:`gauss_newton_operator`.

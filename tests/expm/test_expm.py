@@ -344,6 +344,8 @@ def test_krylov_size_control_saves_matvecs_at_output_times(method):
         (dict(tol=True), "tol"),
         (dict(tol="1e-6"), "tol"),
         (dict(tol=jnp.ones(2)), "tol"),
+        (dict(tol=None), "tol"),
+        (dict(tol=10**400), "tol"),
         (dict(method="magnus"), "method"),
         (dict(gradient="bogus"), "gradient"),
         (dict(krylov_dim=0), "krylov_dim"),
@@ -380,6 +382,33 @@ def test_traced_tol_is_one_compilation_and_sets_the_accuracy():
     assert errors[0] > 1e3 * errors[1] > 1e6 * errors[2]
     with pytest.raises(Exception, match="tol must be > 0"):
         jax.block_until_ready(solve(jnp.asarray(-1.0)))
+
+
+def test_operator_probes_run_under_a_callers_jit_and_tol_is_checked_in_the_solves_dtype():
+    """Concrete ``v`` and operator closed over by a ``jit`` of ``tol`` alone: still probed.
+
+    The skew and affine probes used to call ``float`` on staged values there and
+    ended in a ConcretizationTypeError instead of a solve (or of their ValueError).
+    """
+    rng = np.random.default_rng(0)
+    n = 12
+    a = jnp.asarray(rng.standard_normal((n, n)))
+    v = jnp.asarray(rng.standard_normal(n))
+    plain = lambda x, p: p @ x  # noqa: E731
+    with pytest.raises(ValueError, match="skew-symmetric"):
+        jax.jit(lambda tol: expm_multiply(plain, v, a, 1.0, tol=tol, method="skew-lanczos"))(1e-6)
+    not_augmented = lambda w, p: jnp.concatenate([p @ w[:-1], w[-1:]])  # noqa: E731
+    state = jnp.concatenate([v, jnp.ones(1)])
+    with pytest.raises(ValueError, match="zero last row"):
+        jax.jit(
+            lambda tol: expm_multiply(
+                not_augmented, state, a, 1.0, tol=tol, method="affine-lanczos"
+            )  # fmt: skip
+        )(1e-6)
+    # 1e-50 is 0 and 1e300 is inf in float32: refused, not solved at a tol of 0 or inf.
+    for tol in (1e-50, 1e300):
+        with pytest.raises(ValueError, match="float32"):
+            expm_multiply(plain, v.astype(jnp.float32), a.astype(jnp.float32), 1.0, tol=tol)
 
 
 def test_symmetric_methods_refuse_a_nonsymmetric_operator():

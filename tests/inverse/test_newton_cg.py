@@ -396,7 +396,9 @@ def test_newton_cg_products_follow_the_forcing_term():
     loose = problem.gauss_newton_operator(m, weight=0.05, tol=1e-4).apply(dm)
     error = np.linalg.norm(loose - tight) / np.linalg.norm(tight)
     assert 1e-8 < error < 1e-2  # looser, and within 100 tol
-    for bad in (0.0, 1.5, True, "1e-4"):
+    as_array = problem.gauss_newton_operator(m, weight=0.05, tol=jnp.asarray(1e-4)).apply(dm)
+    np.testing.assert_array_equal(as_array, loose)
+    for bad in (0.0, 1.5, True, "1e-4", float("nan"), jnp.ones(2)):
         with pytest.raises(ValueError, match="tol"):
             problem.gauss_newton_operator(m, tol=bad)
     tols = []
@@ -423,5 +425,6 @@ def test_newton_cg_products_follow_the_forcing_term():
     trials = loose.num_evaluations - len(tols)
     assert loose.pde_solves["adjoint"] == trials + len(tols) + loose.pde_solves["tangent"]
     assert problem._linearize_jit._cache_size() == 1  # the tol is traced
-    with pytest.raises(ValueError, match="product_tol"):
-        NewtonCG(product_tol=0.0)
+    for bad in (0.0, 1.5, True, "1e-3"):
+        with pytest.raises(ValueError, match="product_tol"):
+            NewtonCG(product_tol=bad)

@@ -47,6 +47,13 @@ def test_runtime_failure_outside_jit_is_one_line():
     with pytest.raises(ExpmRuntimeError) as info:  # the step budget, a concrete call
         expm_multiply(matvec, wavy, PARAMS, 50.0, max_steps=1, krylov_dim=4)
     assert str(info.value).startswith("expm_multiply: max_steps=1 reached before the final time")
+    # Also once the same compiled solve has run: jaxlib's fast path then raised the
+    # callback text as a 12-line ValueError (an acceptance probe, float32).
+    wavy32, params32 = wavy.astype(jnp.float32), {"kappa": PARAMS["kappa"].astype(jnp.float32)}
+    expm_multiply(matvec, wavy32, params32, 1e-6, max_steps=1, krylov_dim=4)  # one step: runs
+    with pytest.raises(ExpmRuntimeError) as again:
+        expm_multiply(matvec, wavy32, params32, 50.0, max_steps=1, krylov_dim=4)
+    assert str(again.value) == str(info.value)
     # It is still what such failures always were, for except clauses written for them.
     assert isinstance(info.value, jax.errors.JaxRuntimeError)
     assert isinstance(info.value, eqx.EquinoxRuntimeError)

@@ -347,12 +347,18 @@ def _interrupted(history, x0, counter=None) -> OptimizeResult:
     else:
         value, x, misfit = history.best
     iterations = max(len(history.rows) - 1, 0)
+    # Every evaluation made, line-search trials and Newton-CG's looser
+    # linearisations included, as a finished run counts them.
+    if counter is None:
+        made = len(history.rows)
+    else:
+        made = counter.calls["value_and_grad"] + counter.calls["linearize"]
     return OptimizeResult(
         x=np.asarray(x).astype(x0.dtype),
         fun=float(value),
         misfit=float(misfit),
         iterations=iterations,
-        num_evaluations=len(history.rows),
+        num_evaluations=made,
         status=3,
         success=False,
         message="interrupted; best iterate so far",

@@ -206,8 +206,13 @@ def test_newton_cg_interrupt_and_options_validation():
         calls.append(1)
         return len(calls) > 4
 
-    result = minimize(rosenbrock, jnp.array([-1.2, 1.0]), NewtonCG(), stop=stop)
+    costs = {"linearize": {"forward": 1}, "hvp": {"tangent": 1}}
+    result = minimize(rosenbrock, jnp.array([-1.2, 1.0]), NewtonCG(), stop=stop, solve_costs=costs)
     assert result.status == 3 and np.isfinite(result.fun)
+    # Every linearisation made counts, as in a finished run (not the history's rows).
+    assert (
+        result.num_evaluations == result.pde_solves["forward"] >= len(result.history["objective"])
+    )
     with pytest.raises(ValueError, match="forcing_max"):
         NewtonCG(forcing_max=1.5)
     with pytest.raises(ValueError, match="max_cg"):

@@ -195,7 +195,7 @@ def _prepare(
     if v.ndim == 1 and not jnp.issubdtype(v.dtype, jnp.floating):
         v = v.astype(jnp.result_type(float))
     v = check_vector(v, _WHERE)
-    tol = _check_tol(tol, v.dtype)
+    tol = check_tol(tol, v.dtype)
     n = v.shape[0]
     check_matvec(matvec, v, params, _WHERE)
     scalar_t = jnp.ndim(t) == 0
@@ -250,7 +250,7 @@ def _prepare(
     return cfg, v, ts, tol, scalar_t, params
 
 
-def _check_tol(tol, dtype):
+def check_tol(tol, dtype):
     """``tol`` as a 0-d array of ``dtype``: a positive finite number, or a traced scalar.
 
     A traced ``tol`` (e.g. an argument of the caller's ``jit``) lets one

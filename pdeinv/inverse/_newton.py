@@ -400,13 +400,12 @@ def _newton_cg(linearize, x0, dtype, options: NewtonCG, history, counter, stop, 
             raise _Interrupted
         try:
             lin = linearize_at(jnp.asarray(x, dtype), options.product_tol * eta)
-        except _Interrupted:
-            raise
         except Exception as err:  # noqa: BLE001 - filtered just below
             if not _is_solver_failure(err):
                 raise
-            lin = None  # the loose solve gave up: products at the solver's tol
-        if lin is None:
+            counter.add("linearize")  # its solves were made, as evaluate counts them
+            return hvp  # the loose solve gave up: products at the solver's tol
+        if lin is None:  # nothing looser to do: no solve made
             return hvp
         counter.add("linearize")
         return lin.hvp

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.tree_util import Partial
 
-from ..expm import check_times
+from ..expm import check_times, check_tol
 from ..models._model import Model
 from ._newton import apply_operator
 from ._optimize import IterationInfo, OptimizeResult, minimize
@@ -44,21 +44,11 @@ def _misfit_gauss_newton_transposed(jvp, dm):
 
 
 def _check_tol(tol, dtype):
-    """``tol`` in (0, 1) as a 0-d array of ``dtype`` (a traced one is checked by the solver)."""
-    if isinstance(tol, jax.core.Tracer):
-        return tol.astype(dtype)
-    bad = f"tol must be a number in (0, 1), got {tol!r}"
-    if isinstance(tol, (bool, np.bool_, str, bytes)) or np.ndim(tol) != 0:
-        raise ValueError(bad)
-    try:
-        value = np.asarray(tol, dtype=float)
-    except (TypeError, ValueError):
-        raise ValueError(bad) from None
-    with np.errstate(under="ignore"):
-        cast = value.astype(dtype)
-    if not 0 < value < 1 or not cast > 0:
-        raise ValueError(bad + ("" if cast > 0 else f" (0 as {np.dtype(dtype).name})"))
-    return jnp.asarray(cast)
+    """``tol`` in (0, 1) as a 0-d array of ``dtype`` (:func:`pdeinv.expm.check_tol`, below 1)."""
+    array = check_tol(tol, dtype)
+    if not isinstance(array, jax.core.Tracer) and not array < 1:
+        raise ValueError(f"tol must be a number in (0, 1), got {tol!r}")
+    return array
 
 
 def _regularized_hvp(misfit_hvp, reg_hvp, weight, dm):
@@ -173,34 +163,32 @@ class RegularizedObjective:
                 copy.__dict__[name] = self.__dict__[name]
         return copy
 
+    @property
+    def _own_tol(self):
+        """``solver["tol"]`` where pdeinv's own forward takes it traced, else ``None``.
+
+        A ``forward`` of the user's own gets ``solver`` as given (no traced tol,
+        no looser products).
+        """
+        if getattr(self, "forward", _default_forward) is not _default_forward:
+            return None
+        return self.solver.get("tol")
+
     def _linearize(self, m, weight):
         """:meth:`gauss_newton_operator` at the solver's tol (the optimisers' ``linearize``)."""
-        return self._linearize_jit(m, weight, self._solver_tol(m.dtype))
+        own = self._own_tol
+        return self._linearize_jit(m, weight, None if own is None else jnp.asarray(own, m.dtype))
 
     def _linearize_at(self, m, tol, weight):
-        """The linearisation at ``m`` with its solves at ``max(tol, solver tol)``.
+        """The linearisation at ``m`` with its solves at ``tol``.
 
-        ``None`` when that is the solver's own tol (then :meth:`_linearize`
-        has it) or when the problem's solver has no ``tol`` option to loosen.
+        ``None`` when ``tol`` is not looser than the solver's own (then
+        :meth:`_linearize` has it) or when that cannot be loosened (see ``_own_tol``).
         """
-        own = self.solver.get("tol")
-        if own is None or not self._traced_tol or not tol > own:
+        own = self._own_tol
+        if own is None or not tol > own:
             return None
         return self._linearize_jit(m, weight, jnp.asarray(tol, m.dtype))
-
-    @property
-    def _traced_tol(self) -> bool:
-        """Whether the solver's ``tol`` is passed traced: pdeinv's own forward takes it so.
-
-        A ``forward`` of the user's own gets the ``tol`` of ``solver`` as given.
-        """
-        return getattr(self, "forward", _default_forward) is _default_forward
-
-    def _solver_tol(self, dtype):
-        # Traced, so that one compilation serves every tol; None (the solver
-        # options as they are) when they have no tol or the forward is the user's.
-        own = self.solver.get("tol")
-        return None if own is None or not self._traced_tol else jnp.asarray(own, dtype)
 
     @functools.cached_property
     def _linearize_jit(self):
